@@ -1,0 +1,197 @@
+"""One attempt of a job on the host that runs it: kernel, cell loop, outputs.
+
+This is what a backend calls on its target host. It reports state changes and
+events through callbacks and returns what the attempt produced; it does not
+know about the store, so the same code serves a foreground run, the local
+server and a remote worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from nbjobs.events import EventSink, StreamText, fan_out
+from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest
+from nbjobs.notebook.results import collect_results
+from nbjobs.notebook.runner import NotebookRunner, RunLimits, RunOutcome, prepare_for_run
+from nbjobs.prepare import PreparedJob
+from nbjobs.spec import JobState
+
+StateCallback = Callable[[JobState], None]
+KERNEL_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class AttemptPaths:
+    """Where one attempt writes: its folder, output notebook, log and artifacts."""
+
+    folder: Path
+    output: Path
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.folder / "artifacts"
+
+    @property
+    def html(self) -> Path:
+        return self.output.with_suffix(".html")
+
+
+@dataclass
+class AttemptResult:
+    outcome: RunOutcome
+    results: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+
+
+class LogWriter:
+    """Appends the job's stdout/stderr to its log file as it arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, StreamText):
+            self._file.write(event.text)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def kernel_env(prepared: PreparedJob, job_id: int, number: int, paths: AttemptPaths) -> dict[str, str]:
+    return {
+        **prepared.spec.env,
+        "NBJOBS_JOB_ID": str(job_id),
+        "NBJOBS_ATTEMPT": str(number),
+        "NBJOBS_ARTIFACTS": str(paths.artifacts),
+    }
+
+
+def list_artifacts(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+class Attempt:
+    """Runs attempt `number` of job `job_id`; `cancel()` from another task stops it."""
+
+    def __init__(
+        self,
+        prepared: PreparedJob,
+        *,
+        job_id: int,
+        number: int,
+        paths: AttemptPaths,
+        provider: KernelProvider,
+        emit: EventSink | None = None,
+        on_state: StateCallback | None = None,
+    ) -> None:
+        self.prepared = prepared
+        self.job_id = job_id
+        self.number = number
+        self.paths = paths
+        self.provider = provider
+        self.emit = emit
+        self.on_state = on_state or (lambda _state: None)
+        self.runner: NotebookRunner | None = None
+        self._task: asyncio.Task[AttemptResult] | None = None
+        self._stop: tuple[JobState, str] | None = None
+
+    def cancel(self, state: JobState = JobState.CANCELLED, reason: str = "cancelled") -> None:
+        """Stop the attempt: the running cell is interrupted, then the kernel killed."""
+        self._stop = self._stop or (state, reason)
+        if self.runner is not None:
+            self.runner.request_stop(state, reason)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def run(self) -> AttemptResult:
+        self._task = asyncio.current_task()
+        self.paths.folder.mkdir(parents=True, exist_ok=True)
+        self.paths.artifacts.mkdir(exist_ok=True)
+        log = LogWriter(self.paths.log)
+        kernel: KernelHandle | None = None
+        started_at = time.monotonic()
+        try:
+            self.on_state(JobState.STARTING)
+            request = KernelRequest(
+                kernel_name=self.prepared.kernel.name,
+                cwd=self.prepared.cwd,
+                kernel_log=self.paths.folder / "kernel.log",
+                env=kernel_env(self.prepared, self.job_id, self.number, self.paths),
+            )
+            try:
+                kernel = await self.provider.start(request, timeout=KERNEL_START_TIMEOUT)
+            except asyncio.CancelledError:
+                state, reason = self._stop or (JobState.CANCELLED, "cancelled")
+                return AttemptResult(RunOutcome(state, f"{reason} before the kernel was ready"))
+            except Exception as exc:  # a kernel that cannot start is this attempt's failure
+                return AttemptResult(RunOutcome(JobState.KERNEL_DIED, f"kernel failed to start: {exc}"))
+            self.on_state(JobState.RUNNING)
+            outcome = await self._execute(kernel, fan_out([log, self.emit]), started_at)
+        finally:
+            log.close()
+            if kernel is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(kernel.kill())
+        results = collect_results(self.runner.nb) if self.runner else {}
+        if "html" in self.prepared.spec.outputs.formats and self.runner is not None:
+            await asyncio.to_thread(write_html, self.runner.nb, self.paths.html)
+        return AttemptResult(outcome, results, list_artifacts(self.paths.artifacts))
+
+    async def _execute(self, kernel: KernelHandle, emit: EventSink, started_at: float) -> RunOutcome:
+        spec = self.prepared.spec
+        nb = copy.deepcopy(self.prepared.nb)  # a retry starts again from the prepared notebook
+        prepare_for_run(nb)
+        nb.metadata["nbjobs_run"] = {
+            "job_id": self.job_id,
+            "attempt": self.number,
+            "name": spec.display_name,
+            "parameters": spec.parameters,
+            "kernel": self.prepared.kernel.name,
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).isoformat(),
+        }
+        limits = RunLimits(
+            cell_timeout=spec.cell_timeout,
+            job_timeout=spec.timeout,
+            started_at=started_at,
+            allow_errors=spec.allow_errors,
+        )
+        self.runner = NotebookRunner(nb, kernel, self.paths.output, emit, limits)
+        if self._stop:
+            self.runner.request_stop(*self._stop)
+        try:
+            outcome = await self.runner.run()
+        except asyncio.CancelledError:  # cancelled between cells
+            state, reason = self._stop or (JobState.CANCELLED, "cancelled")
+            outcome = RunOutcome(state, reason)
+        nb.metadata["nbjobs_run"].update(
+            state=outcome.state.value, reason=outcome.reason, ended=datetime.now(UTC).isoformat()
+        )
+        self.runner.save()
+        return outcome
+
+
+def write_html(nb: Any, path: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,11 @@
+"""Kernel providers: where a job's fresh kernel comes from.
+
+Every provider hands out a `KernelHandle` for exactly one job; a used kernel is
+discarded, never reused, so no state leaks between jobs.
+"""
+
+from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest
+from nbjobs.kernels.plain import PlainProvider
+from nbjobs.kernels.specs import KernelInfo, resolve_kernel
+
+__all__ = ["KernelHandle", "KernelInfo", "KernelProvider", "KernelRequest", "PlainProvider", "resolve_kernel"]

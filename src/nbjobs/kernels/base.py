@@ -1,0 +1,67 @@
+"""The kernel provider interface."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+
+def runtime_dir() -> Path:
+    """A short private folder for connection files: IPC socket paths must stay under ~100 bytes."""
+    path = Path(tempfile.gettempdir()) / f"nbjobs-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """What a job needs from its kernel."""
+
+    kernel_name: str
+    cwd: Path
+    kernel_log: Path  # the kernel process's own stdout/stderr (not the notebook's output)
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
+
+
+class KernelHandle(ABC):
+    """One started kernel, connected and ready, serving one job."""
+
+    client: AsyncKernelClient
+
+    @property
+    @abstractmethod
+    def pid(self) -> int | None:
+        """Process id of the kernel (the leader of its process group)."""
+
+    @abstractmethod
+    async def is_alive(self) -> bool: ...
+
+    @abstractmethod
+    async def interrupt(self) -> None:
+        """SIGINT to the kernel: stops the running cell with KeyboardInterrupt."""
+
+    @abstractmethod
+    async def kill(self) -> None:
+        """End the kernel's whole process group at once and release its resources."""
+
+    async def exit_status(self) -> int | None:
+        """The kernel's exit code (negative: killed by that signal), once it has ended."""
+        return None
+
+
+class KernelProvider(ABC):
+    """Hands out fresh, ready kernels."""
+
+    name: str
+
+    @abstractmethod
+    async def start(self, request: KernelRequest, *, timeout: float = 60.0) -> KernelHandle:
+        """A new kernel for one job, ready to execute (kernel_info answered)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release anything kept ahead of demand."""

@@ -1,0 +1,63 @@
+"""The `plain` provider: launch one kernel per job, as jupyter_client does.
+
+Works for any kernel of any language; it pays the kernel's full start-up time.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from jupyter_client.manager import AsyncKernelManager
+
+from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest, runtime_dir
+
+
+class ManagedKernel(KernelHandle):
+    """A kernel launched and owned by a jupyter_client kernel manager."""
+
+    def __init__(self, manager: AsyncKernelManager) -> None:
+        self.manager = manager
+        self.client = manager.client()
+        self._pid: int | None = getattr(manager.provisioner, "pid", None)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    async def is_alive(self) -> bool:
+        return bool(await self.manager.is_alive())
+
+    async def interrupt(self) -> None:
+        if await self.is_alive():
+            await self.manager.interrupt_kernel()
+
+    async def exit_status(self) -> int | None:
+        provisioner = self.manager.provisioner
+        return None if provisioner is None else await provisioner.poll()
+
+    async def kill(self) -> None:
+        self.client.stop_channels()
+        if self.manager.has_kernel:
+            # now=True: SIGKILL to the kernel's process group, no half-second polite wait.
+            await self.manager.shutdown_kernel(now=True)
+
+
+class PlainProvider(KernelProvider):
+    name = "plain"
+
+    async def start(self, request: KernelRequest, *, timeout: float = 60.0) -> KernelHandle:
+        # IPC sockets: local only, no open TCP ports, no plain-text traffic on the network.
+        manager = AsyncKernelManager(kernel_name=request.kernel_name, transport="ipc")
+        manager.connection_file = str(runtime_dir() / f"kernel-{uuid.uuid4().hex[:12]}.json")
+        env = {**os.environ, **request.env}
+        with request.kernel_log.open("ab") as log:  # the kernel process's own messages
+            await manager.start_kernel(cwd=str(request.cwd), env=env, stdout=log, stderr=log)
+        handle = ManagedKernel(manager)
+        handle.client.start_channels()
+        try:
+            await handle.client.wait_for_ready(timeout=timeout)
+        except BaseException:
+            await handle.kill()
+            raise
+        return handle

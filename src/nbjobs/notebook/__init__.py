@@ -1,0 +1,1 @@
+"""Everything that reads, parameterises and executes one notebook."""

@@ -1,0 +1,122 @@
+"""Where a job spec comes from: notebook metadata < job file < flags.
+
+Each source is a plain dict ("layer"). Layers are validated one by one first, so
+an error names the source that holds the bad field, then deep-merged and
+validated as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nbjobs.errors import InvalidInput
+from nbjobs.spec import JobSpec
+
+Layer = tuple[str, Mapping[str, Any]]  # (source description, fields)
+
+SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One paragraph naming each bad field and what would be valid."""
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problem = "is not a known field"
+        elif err["type"] == "missing":
+            problem = "is required"
+        else:
+            problem = err["msg"].removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("value_error",):
+                problem += f" (got {err['input']!r})"
+        problems.append(f"`{field}` {problem}")
+    valid = ", ".join(JobSpec.model_fields)
+    hint = f" Known top-level fields: {valid}." if any(e["type"] == "extra_forbidden" for e in exc.errors()) else ""
+    return f"Invalid job spec in {source}: " + "; ".join(problems) + "." + hint
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """A YAML, TOML or JSON job file as a layer; relative paths resolved against its folder."""
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInput(f"Job file {str(file)!r} does not exist.")
+    text = file.read_text(encoding="utf-8")
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise InvalidInput(
+                f"Job file {str(file)!r} has an unknown type; use one of {', '.join(SPEC_FILE_SUFFIXES)}."
+            )
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"Job file {str(file)!r} is not valid TOML: {exc}.") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"Job file {str(file)!r} is not valid JSON: {exc}.") from None
+    except yaml.YAMLError as exc:
+        where = ""
+        if (mark := getattr(exc, "problem_mark", None)) is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInput(f"Job file {str(file)!r} is not valid YAML{where}: {problem}.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"Job file {str(file)!r} must hold a mapping of spec fields (notebook, parameters, ...), "
+            f"not a {type(data).__name__}."
+        )
+    for key in ("notebook", "cwd"):
+        value = data.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[key] = str(file.parent / value)
+    return data
+
+
+def notebook_metadata_layer(metadata: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The `metadata.nbjobs` mapping of a notebook, checked to be a mapping."""
+    layer = metadata.get("nbjobs", {})
+    if not isinstance(layer, dict):
+        raise InvalidInput(f"{source}: `metadata.nbjobs` must be a mapping of spec fields.")
+    # A notebook does not name itself; run records go under `metadata.nbjobs_run`, not here.
+    return {k: v for k, v in layer.items() if k != "notebook"}
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` wins; nested mappings merge key by key; lists are replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_spec(layers: Iterable[Layer]) -> JobSpec:
+    """Merge layers (lowest precedence first) into one validated JobSpec."""
+    merged: dict[str, Any] = {}
+    sources = []
+    for source, layer in layers:
+        try:
+            JobSpec.model_validate({"notebook": "-", **layer})
+        except ValidationError as exc:
+            raise InvalidInput(describe_validation_error(exc, source)) from None
+        merged = deep_merge(merged, layer)
+        sources.append(source)
+    try:
+        return JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc, " + ".join(sources) or "spec")) from None

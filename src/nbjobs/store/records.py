@@ -1,0 +1,67 @@
+"""Read models of the store: what `show --json`, `ls --json` and the API return.
+
+The keys of `JobRecord` are a public contract: later versions add keys, they do
+not rename these.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nbjobs.spec import JobState
+
+
+class StateChange(BaseModel):
+    state: JobState
+    at: datetime
+    attempt: int
+    reason: str | None = None
+
+
+class CellRecord(BaseModel):
+    index: int
+    status: str
+    started: datetime | None = None
+    ended: datetime | None = None
+
+
+class AttemptRecord(BaseModel):
+    number: int
+    state: JobState
+    reason: str | None = None
+    host: str
+    started: datetime | None = None
+    ended: datetime | None = None
+    output: str | None = None
+    log: str | None = None
+    artifacts: list[str] = Field(default_factory=list)
+    usage: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobRecord(BaseModel):
+    id: int
+    name: str
+    state: JobState
+    reason: str | None
+    notebook: str
+    owner: str
+    host: str
+    priority: int
+    tags: list[str]
+    parameters: dict[str, Any]
+    output: str | None
+    log: str | None
+    created: datetime
+    started: datetime | None
+    ended: datetime | None
+    duration: float | None = Field(description="Seconds from start to end of the last attempt")
+    cells: list[CellRecord] = Field(description="Code cells of the latest attempt")
+    results: dict[str, Any]
+    artifacts: list[str]
+    attempts: list[AttemptRecord]
+    history: list[StateChange]
+    spec: dict[str, Any]
+    idempotency_key: str | None = None

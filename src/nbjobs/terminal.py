@@ -1,0 +1,149 @@
+"""What the CLI shows a person: progress, live output, job tables and details."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, StreamText
+from nbjobs.spec import JobState
+from nbjobs.store import JobRecord
+
+STATE_STYLE = {
+    JobState.SUCCEEDED: "green",
+    JobState.RUNNING: "cyan",
+    JobState.STARTING: "cyan",
+    JobState.QUEUED: "yellow",
+    JobState.CANCELLED: "magenta",
+    JobState.SKIPPED: "dim",
+}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class ProgressBar:
+    """A bar over the notebook's code cells, on stderr."""
+
+    def __init__(self, total: int, title: str) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.title = title
+        self.task = self.progress.add_task(title, total=total)
+        self.progress.start()
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case CellStarted(index=i):
+                self.progress.update(self.task, description=f"{self.title} · cell {i}")
+            case CellFinished() | CellSkipped():
+                self.progress.advance(self.task)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class LogStreamer:
+    """The notebook's stdout and stderr, live, on ours."""
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StreamText):
+            stream = sys.stderr if event.name == "stderr" else sys.stdout
+            stream.write(event.text)
+            stream.flush()
+
+
+def _state(state: JobState) -> str:
+    return f"[{STATE_STYLE.get(state, 'red')}]{state.value}[/]"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.2f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def print_job(record: JobRecord, *, brief: bool = False) -> None:
+    reason = f": {escape(record.reason)}" if record.reason else ""
+    out.print(
+        f"Job {record.id} [bold]{escape(record.name)}[/] {_state(record.state)} in {_duration(record.duration)}{reason}"
+    )
+    out.print(f"  output: {record.output or '-'}")
+    out.print(f"  log:    {record.log or '-'}")
+    if record.results:
+        out.print("  results: " + ", ".join(f"{k}={v!r}" for k, v in record.results.items()))
+    if brief:
+        out.print(f"  record: nbjobs show {record.id}")
+        return
+    rows = [
+        ("notebook", record.notebook),
+        ("owner", f"{record.owner}@{record.host}"),
+        ("created", _when(record.created)),
+        ("started", _when(record.started)),
+        ("ended", _when(record.ended)),
+        ("tags", ", ".join(record.tags) or "-"),
+        ("parameters", ", ".join(f"{k}={v!r}" for k, v in record.parameters.items()) or "-"),
+        ("artifacts", ", ".join(record.artifacts) or "-"),
+    ]
+    for key, value in rows:
+        out.print(f"  {key + ':':<11} {escape(str(value))}")
+    counts: dict[str, int] = {}
+    for cell in record.cells:
+        counts[cell.status] = counts.get(cell.status, 0) + 1
+    out.print("  cells:      " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "-"))
+    if record.attempts:
+        table = _table("attempt", "state", "started", "duration", "reason")
+        for a in record.attempts:
+            took = (a.ended - a.started).total_seconds() if a.started and a.ended else None
+            table.add_row(str(a.number), _state(a.state), _when(a.started), _duration(took), escape(a.reason or ""))
+        out.print(table)
+
+
+def _table(*columns: str) -> Table:
+    """Columns that never wrap, except the last (reasons can be long)."""
+    table = Table(box=None, padding=(0, 2))
+    for name in columns[:-1]:
+        table.add_column(name, no_wrap=True)
+    table.add_column(columns[-1], overflow="fold")
+    return table
+
+
+def print_job_table(records: list[JobRecord]) -> None:
+    if not records:
+        out.print("No jobs yet. Run one with `nbjobs run NOTEBOOK`.")
+        return
+    table = _table("id", "name", "state", "created", "duration", "reason")
+    for r in records:
+        table.add_row(
+            str(r.id), escape(r.name), _state(r.state), _when(r.created), _duration(r.duration), escape(r.reason or "")
+        )
+    out.print(table)
+
+
+def print_parameters(notebook: str, declared: list[Any] | None) -> None:
+    if declared is None:
+        out.print(f"{notebook} has no cell tagged `parameters`.")
+        return
+    if not declared:
+        out.print(f"{notebook}: the parameters cell declares nothing.")
+        return
+    table = _table("name", "type", "default", "help")
+    for p in declared:
+        table.add_row(p.name, p.type or "-", escape(p.default), escape(p.help or ""))
+    out.print(table)
