@@ -10,6 +10,8 @@ from pathlib import Path
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
+from nbjobs.resources.allocation import Allocation
+
 
 def runtime_dir() -> Path:
     """A short private folder for connection files: IPC socket paths must stay under ~100 bytes."""
@@ -26,6 +28,7 @@ class KernelRequest:
     cwd: Path
     kernel_log: Path  # the kernel process's own stdout/stderr (not the notebook's output)
     env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
+    allocation: Allocation | None = None  # enforced on the kernel process tree when given
 
 
 class KernelHandle(ABC):

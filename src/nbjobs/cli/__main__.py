@@ -1,0 +1,5 @@
+"""`python -m nbjobs.cli`."""
+
+from nbjobs.cli import main
+
+main()

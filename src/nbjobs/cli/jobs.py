@@ -1,0 +1,146 @@
+"""Commands on jobs: run, inspect, schema, ls, show, logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nbjobs.cli.main import main
+from nbjobs.cli.options import overrides_from_flags, spec_options
+from nbjobs.errors import InvalidInput
+from nbjobs.spec import EXIT_CODES, JobState
+
+
+@main.command()
+@click.argument("notebook", type=str)
+@click.argument("output", required=False, type=str)
+@spec_options
+@click.option("--log-output", is_flag=True, help="Stream the notebook's stdout/stderr to this terminal.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+def run(notebook: str, output: str | None, log_output: bool, no_progress: bool, as_json: bool, **flags: Any) -> None:
+    """Run NOTEBOOK now and record it as a job; OUTPUT is where the executed notebook goes."""
+    from nbjobs import api
+    from nbjobs.terminal import LogStreamer, ProgressBar, print_job
+
+    spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
+    prepared = api.prepare(spec, nb, output)
+    sinks = []
+    progress = None
+    if not no_progress and not as_json:
+        progress = ProgressBar(total=len(api.code_cell_indexes(prepared)), title=prepared.spec.display_name)
+        sinks.append(progress)
+    if log_output:
+        sinks.append(LogStreamer())
+    try:
+        record = api.run_prepared(prepared, sinks=sinks)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        click.echo(record.model_dump_json(indent=2))
+    else:
+        print_job(record, brief=True)
+    sys.exit(EXIT_CODES[record.state])
+
+
+@main.command()
+@click.argument("notebook", type=str)
+@click.option("--json", "as_json", is_flag=True)
+def inspect(notebook: str, as_json: bool) -> None:
+    """List the parameters NOTEBOOK declares, with defaults, types and help."""
+    from nbjobs.notebook.io import load_notebook
+    from nbjobs.notebook.params import declared_parameters, notebook_language
+    from nbjobs.terminal import print_parameters
+
+    nb = load_notebook(notebook)
+    declared = declared_parameters(nb, notebook_language(nb))
+    if as_json:
+        items = [] if declared is None else [p.__dict__ for p in declared]
+        click.echo(
+            json.dumps(
+                {"notebook": notebook, "has_parameters_cell": declared is not None, "parameters": items}, indent=2
+            )
+        )
+    else:
+        print_parameters(notebook, declared)
+
+
+@main.command()
+@click.argument("kind", required=False, default="job", type=click.Choice(["job"]))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a job spec (for editors and validators)."""
+    from nbjobs.spec import job_schema
+
+    click.echo(json.dumps(job_schema(), indent=2))
+
+
+@main.command(name="ls")
+@click.option(
+    "--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]), help="Filter (repeatable)."
+)
+@click.option("--name", help="Name contains this text.")
+@click.option("--tag", help="Has this tag.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+def list_jobs(states: tuple[str, ...], name: str | None, tag: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    from nbjobs.terminal import print_job_table
+
+    with _store() as store:
+        records = store.list(states=[JobState(s) for s in states], name=name, tag=tag, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+    else:
+        print_job_table(records)
+
+
+@main.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def show(job_id: int, as_json: bool) -> None:
+    """Show one job: state, reason, cells, results, attempts, paths."""
+    from nbjobs.terminal import print_job
+
+    with _store() as store:
+        record = store.get(job_id)
+    if as_json:
+        click.echo(record.model_dump_json(indent=2))
+    else:
+        print_job(record)
+
+
+@main.command()
+@click.argument("job_id", type=int)
+@click.option("--attempt", type=int, help="Attempt number (default: the latest).")
+def logs(job_id: int, attempt: int | None) -> None:
+    """Print a job's stdout/stderr log."""
+    with _store() as store:
+        record = store.get(job_id)
+    chosen = record.attempts[-1] if attempt is None and record.attempts else None
+    if attempt is not None:
+        chosen = next((a for a in record.attempts if a.number == attempt), None)
+        if chosen is None:
+            numbers = ", ".join(str(a.number) for a in record.attempts) or "none"
+            raise InvalidInput(f"Job {job_id} has no attempt {attempt}; its attempts: {numbers}.")
+    if chosen is None or not chosen.log or not Path(chosen.log).exists():
+        raise InvalidInput(f"Job {job_id} has no log yet (state: {record.state.value}).")
+    click.echo(Path(chosen.log).read_text(encoding="utf-8"), nl=False)
+
+
+class _store:
+    """The store from the environment, closed after use."""
+
+    def __enter__(self) -> Any:
+        from nbjobs.config import Settings
+        from nbjobs.store import Store
+
+        self.store = Store(Settings.from_env().db_url)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
