@@ -24,7 +24,9 @@ Layer = tuple[str, Mapping[str, Any]]  # (source description, fields)
 SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str, what: str = "job spec", fields: Iterable[str] = JobSpec.model_fields
+) -> str:
     """One paragraph naming each bad field and what would be valid."""
     problems = []
     for err in exc.errors():
@@ -38,9 +40,9 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
             if "input" in err and err["type"] not in ("value_error",):
                 problem += f" (got {err['input']!r})"
         problems.append(f"`{field}` {problem}")
-    valid = ", ".join(JobSpec.model_fields)
+    valid = ", ".join(fields)
     hint = f" Known top-level fields: {valid}." if any(e["type"] == "extra_forbidden" for e in exc.errors()) else ""
-    return f"Invalid job spec in {source}: " + "; ".join(problems) + "." + hint
+    return f"Invalid {what} in {source}: " + "; ".join(problems) + "." + hint
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:

@@ -55,6 +55,11 @@ class DeclaredParameter:
     help: str | None  # the comment ending the line
 
 
+def _error(message: str) -> ParameterError:
+    """The error for ``message``, written as one sentence like the rest of nbjobs' errors."""
+    return ParameterError(message[:1].upper() + message[1:].rstrip(".") + ".")
+
+
 # ---------------------------------------------------------------- YAML values
 
 
@@ -102,7 +107,7 @@ def parse_cli_value(text: str, *, name: str | None = None) -> Any:
         return _load_yaml(text)
     except yaml.YAMLError as exc:
         who = f"parameter `{name}`: " if name else ""
-        raise ParameterError(
+        raise _error(
             f"{who}the value {text!r} is not valid YAML ({_yaml_problem(exc)}); quote it "
             "as YAML, or pass it with -r NAME VALUE to use it as a raw string"
         ) from exc
@@ -113,13 +118,14 @@ def load_yaml_parameters(text: str, source: str) -> dict[str, Any]:
     try:
         data = _load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ParameterError(f"{source}: not valid YAML at {_yaml_problem(exc)}") from exc
+        # `source` is kept verbatim (it may be a file name), so the message is built here.
+        raise ParameterError(f"{source}: not valid YAML at {_yaml_problem(exc)}.") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ParameterError(
             f"{source}: parameters must be a YAML mapping of names to values such as "
-            f"`alpha: 0.1`, not a {type(data).__name__}"
+            f"`alpha: 0.1`, not a {type(data).__name__}."
         )
     for key in data:
         try:
@@ -133,7 +139,7 @@ def load_yaml_parameters(text: str, source: str) -> dict[str, Any]:
 
 
 def _fail(path: str, problem: str) -> ParameterError:
-    return ParameterError(f"parameter `{path}`: {problem}")
+    return _error(f"parameter `{path}`: {problem}")
 
 
 def _label(value: object) -> str:
@@ -360,7 +366,7 @@ def _language(language: str) -> str:
 def _supported(language: str) -> str:
     lang = _language(language)
     if lang not in _SYNTAX:
-        raise ParameterError(
+        raise _error(
             f"kernel language {lang!r} is not supported for parameters; supported: {', '.join(SUPPORTED_LANGUAGES)}"
         )
     return lang
@@ -370,19 +376,19 @@ def validate_name(name: object, language: str = "python") -> str:
     """Return ``name`` if it can be assigned to in ``language``, else raise ParameterError."""
     valid = "use letters, digits and underscores, not starting with a digit, e.g. `learning_rate`"
     if not isinstance(name, str):
-        raise ParameterError(f"parameter name {name!r} is a {type(name).__name__}, not text; {valid}")
+        raise _error(f"parameter name {name!r} is a {type(name).__name__}, not text; {valid}")
     if not name.isidentifier():
-        raise ParameterError(f"parameter name {name!r} is not a valid identifier; {valid}")
+        raise _error(f"parameter name {name!r} is not a valid identifier; {valid}")
     if unicodedata.normalize("NFKC", name) != name:  # Python would assign the NFKC name
-        raise ParameterError(
+        raise _error(
             f"parameter name {name!r} is not in Unicode normal form NFKC; "
             f"write it as {unicodedata.normalize('NFKC', name)!r}"
         )
     lang = _language(language)
     if lang in _SYNTAX and name in _SYNTAX[lang].reserved.split():
-        raise ParameterError(f"parameter name {name!r} is a reserved word in {lang}; choose another, e.g. `{name}_`")
+        raise _error(f"parameter name {name!r} is a reserved word in {lang}; choose another, e.g. `{name}_`")
     if lang == "r" and name.startswith("_"):
-        raise ParameterError(f"parameter name {name!r} cannot start with `_` in R; {valid}")
+        raise _error(f"parameter name {name!r} cannot start with `_` in R; {valid}")
     return name
 
 
@@ -406,7 +412,7 @@ def _raise_all(errors: list[str]) -> None:
     if len(errors) == 1:
         raise ParameterError(errors[0])
     if errors:
-        raise ParameterError(f"{len(errors)} problems with the parameters: " + "; ".join(errors))
+        raise ParameterError(f"There are {len(errors)} problems with the parameters. " + " ".join(errors))
 
 
 def render_assignments(params: dict[str, Any], language: str) -> str:
@@ -457,7 +463,7 @@ def _python_declared(source: str, where: str) -> list[DeclaredParameter]:
         try:
             tree = ast.parse(source)
         except SyntaxError:
-            raise ParameterError(
+            raise _error(
                 f"{where} is not valid Python: line {first.lineno}: {first.msg}; fix the cell "
                 "so that it holds plain assignments such as `alpha = 0.1`"
             ) from first
@@ -586,7 +592,7 @@ def inject_parameters(
     lang = _supported(language)
     lines, errors = _render_all(params, lang)
     if not allow_unknown:
-        errors += _undeclared(out, params, lang)
+        errors += [str(_error(problem)) for problem in _undeclared(out, params, lang)]
     _raise_all(errors)
     cell = nbformat.v4.new_code_cell(source="\n".join([HEADER, *lines]))
     cell.metadata["tags"] = [INJECTED_TAG]
