@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import enum
 import math
 import shutil
 import subprocess
@@ -171,8 +172,6 @@ def test_python_tricky_values(value: object) -> None:
 
 
 def test_python_tuple_is_rendered_as_list_and_subclasses_as_base_types() -> None:
-    import enum
-
     class Colour(enum.IntEnum):
         RED = 1
 
