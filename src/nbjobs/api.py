@@ -8,42 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import shutil
 import signal
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nbjobs.attempt import Attempt, AttemptPaths
+from nbjobs.attempt import Attempt
 from nbjobs.config import Settings
-from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, EventSink, fan_out
+from nbjobs.events import EventSink, fan_out
 from nbjobs.kernels import KernelProvider, PlainProvider
-from nbjobs.prepare import PreparedJob, load_spec, prepare, render_output_path
+from nbjobs.lifecycle import StoreRecorder, begin_attempt, code_cell_indexes, conclude_attempt, state_recorder
+from nbjobs.prepare import PreparedJob, load_spec, prepare
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
+from nbjobs.store.repository import utcnow
 
-__all__ = ["JobRecord", "Settings", "load_spec", "prepare", "run", "run_prepared"]
-
-
-def code_cell_indexes(prepared: PreparedJob) -> list[int]:
-    return [i for i, c in enumerate(prepared.nb.cells) if c.cell_type == "code"]
-
-
-class StoreRecorder:
-    """Writes cell progress of one attempt into the store as it happens."""
-
-    def __init__(self, store: Store, job_id: int, attempt: int) -> None:
-        self.store, self.job_id, self.attempt = store, job_id, attempt
-
-    def __call__(self, event: Event) -> None:
-        match event:
-            case CellStarted(index=i, at=at):
-                self.store.update_cell(self.job_id, self.attempt, i, "running", started=at)
-            case CellFinished(index=i, status=status, started=started, ended=ended):
-                self.store.update_cell(self.job_id, self.attempt, i, status, started=started, ended=ended)
-            case CellSkipped(index=i):
-                self.store.update_cell(self.job_id, self.attempt, i, "skipped")
+__all__ = ["JobRecord", "Settings", "code_cell_indexes", "load_spec", "prepare", "run", "run_prepared"]
 
 
 def run(
@@ -91,6 +72,7 @@ async def _run_attempts(
     provider: KernelProvider,
     sinks: list[EventSink],
 ) -> None:
+    """Attempts one after another in this process; a retry waits out its backoff here."""
     loop = asyncio.get_running_loop()
     current: list[Attempt] = []
     main = asyncio.current_task()
@@ -103,18 +85,10 @@ async def _run_attempts(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    retry = prepared.spec.retry
     host = socket.gethostname()
-    cells = code_cell_indexes(prepared)
     try:
-        for number in range(1, retry.attempts + 1):
-            folder = settings.attempt_dir(job_id, number)
-            paths = AttemptPaths(
-                folder=folder,
-                output=render_output_path(prepared, job_id=job_id, attempt=number, default=folder / "output.ipynb"),
-            )
-            folder.mkdir(parents=True, exist_ok=True)
-            store.begin_attempt(job_id, number, host=host, output=str(paths.output), log=str(paths.log), cells=cells)
+        for number in range(1, prepared.spec.retry.attempts + 1):
+            paths = begin_attempt(store, settings, prepared, job_id, number, host)
             attempt = Attempt(
                 prepared,
                 job_id=job_id,
@@ -122,26 +96,14 @@ async def _run_attempts(
                 paths=paths,
                 provider=provider,
                 emit=fan_out([StoreRecorder(store, job_id, number), *sinks]),
-                on_state=lambda state: store.transition(job_id, state),
+                on_state=state_recorder(store, job_id),
             )
-            current.append(attempt)
-            result = await attempt.run()
-            outcome = result.outcome
-            store.finish_attempt(job_id, number, results=result.results, artifacts=result.artifacts)
-            will_retry = number < retry.attempts and outcome.state in retry.on
-            if not will_retry:
-                store.transition(job_id, outcome.state, outcome.reason)
+            current[:] = [attempt]
+            conclusion = conclude_attempt(store, prepared.spec, job_id, number, await attempt.run(), paths)
+            if conclusion.retry_at is None:
                 return
-            store.transition(job_id, outcome.state, outcome.reason)
-            delay = retry.delay_before(number + 1)
-            store.transition(
-                job_id,
-                JobState.QUEUED,
-                f"retry {number + 1}/{retry.attempts} in {delay:g} s after {outcome.state.value}: {outcome.reason}",
-            )
-            _keep_attempt_output(store, job_id, number, paths, folder)
             current.clear()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, (conclusion.retry_at - utcnow()).total_seconds()))
     except asyncio.CancelledError:
         store.transition(job_id, JobState.CANCELLED, "cancelled while waiting to retry")
     except BaseException as exc:
@@ -150,12 +112,3 @@ async def _run_attempts(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-
-
-def _keep_attempt_output(store: Store, job_id: int, number: int, paths: AttemptPaths, folder: Path) -> None:
-    """An output path shared by all attempts: move this attempt's notebook into its own folder."""
-    if paths.output.parent == folder or not paths.output.exists():
-        return
-    kept = folder / "output.ipynb"
-    shutil.move(paths.output, kept)
-    store.set_attempt_output(job_id, number, str(kept))

@@ -56,6 +56,7 @@ class AttemptResult:
     outcome: RunOutcome
     results: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
 
 
 class LogWriter:

@@ -50,6 +50,13 @@ class Job(Base):
     created: Mapped[datetime] = mapped_column(index=True)
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
+    # Queue bookkeeping (see nbjobs.dispatch): why a job waits, when a retry may start,
+    # which server runs it and until when its lease holds, and a pending cancel request.
+    queue_reason: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None]
+    cancel_requested: Mapped[str | None] = mapped_column(Text)
 
 
 class JobTag(Base):
@@ -84,6 +91,7 @@ class Attempt(Base):
     log: Mapped[str | None] = mapped_column(Text)
     artifacts: Mapped[list[Any]] = mapped_column(default=list)
     usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pid: Mapped[int | None] = mapped_column(Integer)  # the kernel's, to clean up after a crash
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
 

@@ -39,6 +39,7 @@ class AttemptRecord(BaseModel):
     log: str | None = None
     artifacts: list[str] = Field(default_factory=list)
     usage: dict[str, Any] = Field(default_factory=dict)
+    pid: int | None = Field(None, description="The kernel's process id")
 
 
 class JobRecord(BaseModel):
@@ -65,3 +66,5 @@ class JobRecord(BaseModel):
     history: list[StateChange]
     spec: dict[str, Any]
     idempotency_key: str | None = None
+    queue_reason: str | None = Field(None, description="Why a queued job waits")
+    not_before: datetime | None = Field(None, description="A retry waits for its backoff until then")

@@ -118,14 +118,20 @@ class Store:
         reason: str | None = None,
         *,
         expect: Sequence[JobState] | None = None,
+        **fields: Any,
     ) -> bool:
-        """Move a job (and its current attempt) to `state`; False if it was not in `expect`."""
+        """Move a job (and its current attempt) to `state`; False if it was not in `expect`.
+
+        `fields` are further job columns to set in the same update (lease, not_before, ...).
+        """
         now = utcnow()
-        values: dict[str, Any] = {"state": state.value, "reason": reason}
+        values: dict[str, Any] = {"state": state.value, "reason": reason, **fields}
         if state is JobState.RUNNING:
             values["started"] = now
         if state.is_final:
-            values["ended"] = now
+            values.update(ended=now, lease_owner=None, lease_expires=None, queue_reason=None)
+        if state is JobState.QUEUED:
+            values.update(lease_owner=None, lease_expires=None)
         with self.session() as s, s.begin():
             stmt = update(m.Job).where(m.Job.id == job_id)
             if expect is not None:
@@ -187,6 +193,53 @@ class Store:
             s.execute(
                 update(m.Attempt).where(m.Attempt.job_id == job_id, m.Attempt.number == attempt).values(output=output)
             )
+
+    def set_attempt_pid(self, job_id: int, attempt: int, pid: int | None) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(m.Attempt).where(m.Attempt.job_id == job_id, m.Attempt.number == attempt).values(pid=pid))
+
+    def set_queue_reasons(self, reasons: dict[int, str]) -> None:
+        """Record why each waiting job waits (only rows whose reason changed are written)."""
+        if not reasons:
+            return
+        with self.session() as s, s.begin():
+            current = dict(s.execute(select(m.Job.id, m.Job.queue_reason).where(m.Job.id.in_(list(reasons)))).all())
+            for job_id, reason in reasons.items():
+                if job_id in current and current[job_id] != reason:
+                    s.execute(
+                        update(m.Job)
+                        .where(m.Job.id == job_id, m.Job.state == JobState.QUEUED.value)
+                        .values(queue_reason=reason)
+                    )
+
+    def request_cancel(self, job_id: int, reason: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(m.Job).where(m.Job.id == job_id).values(cancel_requested=reason))
+
+    def renew_leases(self, owner: str, until: datetime) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(m.Job).where(m.Job.lease_owner == owner).values(lease_expires=until))
+
+    def queued(self) -> list[m.Job]:
+        """Jobs waiting in the queue, oldest first (detached rows: read-only use)."""
+        with self.session() as s:
+            return list(s.scalars(select(m.Job).where(m.Job.state == JobState.QUEUED.value).order_by(m.Job.id)))
+
+    def active(self) -> list[m.Job]:
+        """Jobs starting or running, on any server."""
+        active = [JobState.STARTING.value, JobState.RUNNING.value]
+        with self.session() as s:
+            return list(s.scalars(select(m.Job).where(m.Job.state.in_(active)).order_by(m.Job.id)))
+
+    def attempt_pid(self, job_id: int, attempt: int) -> int | None:
+        with self.session() as s:
+            return s.scalar(select(m.Attempt.pid).where(m.Attempt.job_id == job_id, m.Attempt.number == attempt))
+
+    def count_by_state(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self.session() as s:
+            return dict(s.execute(select(m.Job.state, func.count()).group_by(m.Job.state)).all())
 
     # ------------------------------------------------------------------- reads
 
@@ -268,6 +321,7 @@ def _to_record(
             log=a.log,
             artifacts=a.artifacts or [],
             usage=a.usage or {},
+            pid=a.pid,
         )
         for a in attempts
     ]
@@ -299,4 +353,6 @@ def _to_record(
         history=[StateChange(state=JobState(e.state), at=e.at, attempt=e.attempt, reason=e.reason) for e in events],
         spec=job.spec,
         idempotency_key=job.idempotency_key,
+        queue_reason=job.queue_reason,
+        not_before=job.not_before,
     )
