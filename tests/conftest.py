@@ -74,3 +74,58 @@ def cli(home: Path) -> Callable[..., Result]:
 
 def job_json(result: Result) -> dict[str, Any]:
     return json.loads(result.stdout)
+
+
+class ServerProcess:
+    """A real `nbjobs server` in a subprocess, on a free port, with its own NBJOBS_HOME."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.env = {**os.environ, "NBJOBS_HOME": str(home), **(env or {})}
+        self.proc: Any = None
+        self.url = ""
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        import subprocess
+        import sys
+        import time
+
+        announced = self.home / "server.json"
+        announced.unlink(missing_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log = (self.home / "server-test.log").open("ab")
+        cmd = [sys.executable, "-m", "nbjobs.cli", "server", "--port", "0"]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not announced.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("server did not start: " + (self.home / "server-test.log").read_text())
+            time.sleep(0.05)
+        self.url = json.loads(announced.read_text())["url"]
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def start_server(home: Path) -> Any:
+    """`start_server(config="...toml...", env={...})` starts a server; stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(config: str = "", env: dict[str, str] | None = None) -> ServerProcess:
+        home.mkdir(parents=True, exist_ok=True)
+        if config:
+            (home / "config.toml").write_text(config)
+        proc = ServerProcess(home, env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

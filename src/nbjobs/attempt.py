@@ -25,6 +25,7 @@ from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest
 from nbjobs.notebook.results import collect_results
 from nbjobs.notebook.runner import NotebookRunner, RunLimits, RunOutcome, prepare_for_run
 from nbjobs.prepare import PreparedJob
+from nbjobs.resources.allocation import Allocation
 from nbjobs.spec import JobState
 
 StateCallback = Callable[[JobState], None]
@@ -101,6 +102,8 @@ class Attempt:
         provider: KernelProvider,
         emit: EventSink | None = None,
         on_state: StateCallback | None = None,
+        on_kernel: Callable[[int | None], None] | None = None,
+        allocation: Allocation | None = None,
     ) -> None:
         self.prepared = prepared
         self.job_id = job_id
@@ -109,6 +112,8 @@ class Attempt:
         self.provider = provider
         self.emit = emit
         self.on_state = on_state or (lambda _state: None)
+        self.on_kernel = on_kernel or (lambda _pid: None)
+        self.allocation = allocation
         self.runner: NotebookRunner | None = None
         self._task: asyncio.Task[AttemptResult] | None = None
         self._stop: tuple[JobState, str] | None = None
@@ -135,6 +140,7 @@ class Attempt:
                 cwd=self.prepared.cwd,
                 kernel_log=self.paths.folder / "kernel.log",
                 env=kernel_env(self.prepared, self.job_id, self.number, self.paths),
+                allocation=self.allocation,
             )
             try:
                 kernel = await self.provider.start(request, timeout=KERNEL_START_TIMEOUT)
@@ -143,6 +149,7 @@ class Attempt:
                 return AttemptResult(RunOutcome(state, f"{reason} before the kernel was ready"))
             except Exception as exc:  # a kernel that cannot start is this attempt's failure
                 return AttemptResult(RunOutcome(JobState.KERNEL_DIED, f"kernel failed to start: {exc}"))
+            self.on_kernel(kernel.pid)
             self.on_state(JobState.RUNNING)
             outcome = await self._execute(kernel, fan_out([log, self.emit]), started_at)
         finally:

@@ -24,3 +24,7 @@ class ParameterError(InvalidInput):
 
 class NotFound(InvalidInput):
     """A job, run or other record that does not exist."""
+
+
+class Conflict(InvalidInput):
+    """A request that the job's current state does not allow (cancel an ended job, ...)."""

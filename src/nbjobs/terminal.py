@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, StreamText
-from nbjobs.spec import JobState
+from nbjobs.spec import JobState, format_size
 from nbjobs.store import JobRecord
 
 STATE_STYLE = {
@@ -147,3 +147,18 @@ def print_parameters(notebook: str, declared: list[Any] | None) -> None:
     for p in declared:
         table.add_row(p.name, p.type or "-", escape(p.default), escape(p.help or ""))
     out.print(table)
+
+
+def print_queue(view: dict[str, Any]) -> None:
+    free = view.get("free", {})
+    out.print(
+        f"capacity: {view['capacity']['text']}; free: {len(free.get('cpus', []))} CPUs, "
+        f"{format_size(free.get('memory', 0))}, {len(free.get('gpus', []))} GPUs"
+    )
+    table = _table("id", "name", "owner", "state", "reason")
+    for job in view.get("running", []):
+        table.add_row(str(job["id"]), escape(job["name"]), job["owner"], _state(JobState(job["state"])), "")
+    for job in view.get("waiting", []):
+        reason = escape(job["reason"] or "")
+        table.add_row(str(job["id"]), escape(job["name"]), job["owner"], _state(JobState.QUEUED), reason)
+    out.print(table if table.row_count else "The queue is empty.")

@@ -139,8 +139,9 @@ class Store:
             if s.execute(stmt.values(**values)).rowcount == 0:
                 return False
             attempt = s.scalar(select(m.Job.attempt).where(m.Job.id == job_id)) or 0
-            # Back to the queue (a retry) is the job's state, not the ended attempt's.
-            if attempt and state is not JobState.QUEUED:
+            # The attempt row follows its own run and end; queued/starting belong to the job
+            # (a retry's claim happens before the new attempt's row exists).
+            if attempt and (state is JobState.RUNNING or state.is_final):
                 att = {k: v for k, v in values.items() if k in ("state", "reason", "started", "ended")}
                 s.execute(
                     update(m.Attempt).where(m.Attempt.job_id == job_id, m.Attempt.number == attempt).values(**att)

@@ -1,0 +1,193 @@
+"""The dispatcher: the loop that moves jobs from the queue onto a backend.
+
+Each pass reads the queue from the store (the store is the truth, so a restarted
+server carries on where the last one stopped), asks the queue policy which jobs
+start now and why the others wait, gives each starter concrete resources, claims
+it with a lease and hands it to the backend. When an attempt ends, its result is
+stored, its resources released, and a retry is queued by the job's policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from datetime import timedelta
+
+import psutil
+
+from nbjobs.attempt import AttemptPaths, AttemptResult
+from nbjobs.backends.base import Backend, Launch
+from nbjobs.config import Settings
+from nbjobs.lifecycle import conclude_attempt
+from nbjobs.notebook.runner import RunOutcome
+from nbjobs.resources.allocation import Allocation
+from nbjobs.resources.allocator import Allocator
+from nbjobs.spec import JobSpec, JobState
+from nbjobs.store import Store
+from nbjobs.store.models import Job
+from nbjobs.store.repository import utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+PASS_INTERVAL = 1.0  # also how soon a retry's backoff is noticed to have passed
+
+
+def server_identity() -> str:
+    """host:pid:random, so a restarted server on this host can tell its predecessor's leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: Store, allocator: Allocator, backend: Backend) -> None:
+        self.settings = settings
+        self.store = store
+        self.allocator = allocator
+        self.backend = backend
+        self.identity = server_identity()
+        self.allocations: dict[int, Allocation] = {}
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---------------------------------------------------------------- running
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.recover()
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.backend.close()
+
+    async def _loop(self) -> None:
+        renew_every = LEASE_SECONDS / 3
+        last_renew = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
+            self._wake.clear()
+            try:
+                await self.pass_once()
+                if loop.time() - last_renew >= renew_every:
+                    self.store.renew_leases(self.identity, utcnow() + timedelta(seconds=LEASE_SECONDS))
+                    self.recover(only_expired=True)
+                    last_renew = loop.time()
+            except Exception:  # one bad pass must not stop the queue
+                log.exception("dispatcher pass failed")
+
+    async def pass_once(self) -> None:
+        if self._stopping:
+            return
+        start, reasons = self._decide()
+        for job, allocation in start:
+            claimed = self.store.transition(
+                job.id,
+                JobState.STARTING,
+                None,
+                expect=(JobState.QUEUED,),
+                attempt=job.attempt + 1,
+                lease_owner=self.identity,
+                lease_expires=utcnow() + timedelta(seconds=LEASE_SECONDS),
+                queue_reason=None,
+                not_before=None,
+            )
+            if not claimed:  # cancelled or taken by another server meanwhile
+                self.allocator.release(allocation)
+                continue
+            self.allocations[job.id] = allocation
+            await self.backend.start(Launch(job.id, job.attempt + 1, job.spec, allocation))  # row read before claim
+        self.store.set_queue_reasons(reasons)
+
+    def _decide(self) -> tuple[list[tuple[Job, Allocation]], dict[int, str]]:
+        """Which queued jobs start now (with their allocations), and why the others wait."""
+        now = utcnow()
+        start: list[tuple[Job, Allocation]] = []
+        reasons: dict[int, str] = {}
+        for job in sorted(self.store.queued(), key=lambda j: (-j.priority, j.id)):
+            if job.not_before is not None and job.not_before > now:
+                reasons[job.id] = f"waiting to retry until {job.not_before.astimezone():%H:%M:%S}"
+                continue
+            resources = JobSpec.model_validate(job.spec).resources
+            allocation = self.allocator.try_allocate(resources)
+            if allocation is None:
+                reasons[job.id] = self.allocator.shortfall(resources) or "waiting for resources"
+                continue
+            start.append((job, allocation))
+        return start, reasons
+
+    async def on_finished(self, launch: Launch, result: AttemptResult, paths: AttemptPaths | None) -> None:
+        spec = JobSpec.model_validate(launch.spec)
+        conclude_attempt(self.store, spec, launch.job_id, launch.attempt, result, paths)
+        allocation = self.allocations.pop(launch.job_id, None)
+        if allocation is not None:
+            self.allocator.release(allocation)
+        await self.notify()
+        self.wake()
+
+    # ---------------------------------------------------------------- waiting
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_changed(self, timeout: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # ---------------------------------------------------------------- recovery
+
+    def recover(self, *, only_expired: bool = False) -> list[int]:
+        """End or retry jobs whose runner is gone: a dead server on this host, or an expired lease."""
+        recovered = []
+        now = utcnow()
+        for job in self.store.active():
+            if job.lease_owner == self.identity:
+                continue
+            expired = job.lease_expires is None or job.lease_expires < now
+            if not (expired or (not only_expired and _owner_is_dead_here(job.lease_owner))):
+                continue
+            reason = f"its runner ({job.lease_owner or 'unknown'}) is gone"
+            self._kill_orphan_kernel(job.id, job.attempt)
+            spec = JobSpec.model_validate(job.spec)
+            result = AttemptResult(RunOutcome(JobState.LOST, reason))
+            conclude_attempt(self.store, spec, job.id, max(job.attempt, 1), result, None)
+            recovered.append(job.id)
+        if recovered:
+            log.warning("recovered jobs whose runner was gone: %s", recovered)
+        return recovered
+
+    def _kill_orphan_kernel(self, job_id: int, attempt: int) -> None:
+        """Kill a kernel left by a crashed server, if it is still alive and really that job's."""
+        pid = self.store.attempt_pid(job_id, attempt) if attempt else None
+        if not pid:
+            return
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            proc = psutil.Process(pid)
+            if proc.environ().get("NBJOBS_JOB_ID") == str(job_id):  # guards against a reused pid
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _owner_is_dead_here(owner: str | None) -> bool:
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    return not psutil.pid_exists(int(pid_text)) or int(pid_text) == os.getpid()
