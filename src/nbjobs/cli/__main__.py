@@ -1,5 +1,5 @@
 """`python -m nbjobs.cli`."""
 
-from nbjobs.cli import main
+from nbjobs.cli import entry
 
-main()
+entry()
