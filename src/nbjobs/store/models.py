@@ -50,6 +50,8 @@ class Job(Base):
     created: Mapped[datetime] = mapped_column(index=True)
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
+    # The notebook's repository: commit, branch, remote, dirty files (nbjobs.vcs.RepoState.as_record()).
+    vcs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class JobTag(Base):
