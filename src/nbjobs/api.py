@@ -55,8 +55,9 @@ def run(
     **fields: Any,
 ) -> JobRecord:
     """Run `notebook` now with `parameters` (and any JobSpec field); return its record."""
-    spec, nb = load_spec(notebook, overrides={**fields, "parameters": dict(parameters or {})})
-    return run_prepared(prepare(spec, nb, output), settings=settings)
+    settings = settings or Settings.from_env()
+    spec, nb = load_spec(notebook, overrides={**fields, "parameters": dict(parameters or {})}, settings=settings)
+    return run_prepared(prepare(spec, nb, output, settings=settings), settings=settings)
 
 
 def run_prepared(
@@ -67,19 +68,24 @@ def run_prepared(
     sinks: Iterable[EventSink] = (),
     store: Store | None = None,
 ) -> JobRecord:
-    """Record and run a prepared job in the foreground, with its retry policy."""
+    """Record and run a prepared job in the foreground, with its retry policy.
+
+    The prepared job's snapshot lease (if any) is released when the job ends.
+    """
     settings = settings or Settings.from_env()
     own_store = store is None
-    store = store or Store(settings.db_url)
     try:
+        store = store or Store(settings.db_url)
         key = prepared.spec.idempotency_key
         if key and (existing := store.find_by_idempotency_key(key)) is not None:
             return store.get(existing)
-        job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname())
+        job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname(), vcs=prepared.git)
         asyncio.run(_run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks)))
         return store.get(job_id)
     finally:
-        if own_store:
+        if prepared.snapshot is not None:
+            prepared.snapshot.release()  # the job is over: its snapshot goes when nobody else holds it
+        if own_store and store is not None:
             store.close()
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, StreamText
 from nbjobs.spec import JobState
-from nbjobs.store import JobRecord
+from nbjobs.store import GitRecord, JobRecord
 
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
@@ -88,6 +88,8 @@ def print_job(record: JobRecord, *, brief: bool = False) -> None:
     out.print(f"  log:    {record.log or '-'}")
     if record.results:
         out.print("  results: " + ", ".join(f"{k}={v!r}" for k, v in record.results.items()))
+    if record.git:
+        out.print(f"  git:    {escape(describe_git(record.git))}")
     if brief:
         out.print(f"  record: nbjobs show {record.id}")
         return
@@ -113,6 +115,23 @@ def print_job(record: JobRecord, *, brief: bool = False) -> None:
             took = (a.ended - a.started).total_seconds() if a.started and a.ended else None
             table.add_row(str(a.number), _state(a.state), _when(a.started), _duration(took), escape(a.reason or ""))
         out.print(table)
+
+
+def describe_git(git: GitRecord) -> str:
+    """One line: commit, branch or ref, clean or dirty, repository and remote."""
+    commit = git.commit[:12] if git.commit else "(no commit yet)"
+    where = (
+        f"at {git.ref}" if git.source == "snapshot" and git.ref else f"on {git.branch}" if git.branch else "detached"
+    )
+    if git.source == "snapshot":
+        state = "from a snapshot"
+    elif git.dirty:
+        shown = ", ".join(git.modified[:5]) + (", ..." if len(git.modified) > 5 else "")
+        state = f"dirty: {len(git.modified)} file(s) ({shown}), diff sha256 {(git.diff_sha256 or '-')[:12]}"
+    else:
+        state = "clean"
+    remote = f", remote {git.remote}" if git.remote and git.remote != git.repo else ""
+    return f"{commit} {where}, {state} · {git.repo}{remote}"
 
 
 def _table(*columns: str) -> Table:
