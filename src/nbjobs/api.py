@@ -20,10 +20,12 @@ from nbjobs.config import Settings
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, EventSink, fan_out
 from nbjobs.kernels import KernelProvider, PlainProvider
 from nbjobs.prepare import PreparedJob, load_spec, prepare, render_output_path
+from nbjobs.rerun import rerun_spec
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
+from nbjobs.vcs import snapshot_store
 
-__all__ = ["JobRecord", "Settings", "load_spec", "prepare", "run", "run_prepared"]
+__all__ = ["JobRecord", "Settings", "compare", "gc_snapshots", "load_spec", "prepare", "rerun", "run", "run_prepared"]
 
 
 def code_cell_indexes(prepared: PreparedJob) -> list[int]:
@@ -58,6 +60,29 @@ def run(
     settings = settings or Settings.from_env()
     spec, nb = load_spec(notebook, overrides={**fields, "parameters": dict(parameters or {})}, settings=settings)
     return run_prepared(prepare(spec, nb, output, settings=settings), settings=settings)
+
+
+def rerun(job_id: int, *, settings: Settings | None = None, sinks: Iterable[EventSink] = ()) -> JobRecord:
+    """Run job `job_id` again: same parameters, and at the same commit if it was in a repository."""
+    settings = settings or Settings.from_env()
+    with Store(settings.db_url) as store:
+        spec = rerun_spec(store.get(job_id))
+    return run_prepared(prepare(spec, settings=settings), settings=settings, sinks=sinks)
+
+
+def compare(job_a: int, job_b: int, *, settings: Settings | None = None) -> dict[str, Any]:
+    """How two jobs differ: commits (and the commits between), parameters, results, usage, cells."""
+    from nbjobs.compare import compare_jobs
+
+    settings = settings or Settings.from_env()
+    with Store(settings.db_url) as store:
+        a, b = store.get(job_a), store.get(job_b)
+    return compare_jobs(a, b, home=settings.home)
+
+
+def gc_snapshots(*, settings: Settings | None = None) -> list[str]:
+    """Remove snapshots no live job holds; the commits whose snapshots were removed."""
+    return snapshot_store((settings or Settings.from_env()).home).gc()
 
 
 def run_prepared(

@@ -166,3 +166,81 @@ def print_parameters(notebook: str, declared: list[Any] | None) -> None:
     for p in declared:
         table.add_row(p.name, p.type or "-", escape(p.default), escape(p.help or ""))
     out.print(table)
+
+
+def _value(value: Any) -> str:
+    return escape(repr(value))
+
+
+def _print_mapping_diff(title: str, diff: dict[str, Any]) -> None:
+    changed, only_a, only_b = diff["changed"], diff["only_a"], diff["only_b"]
+    if not (changed or only_a or only_b):
+        out.print(f"{title}: same" + (f" ({len(diff['same'])})" if diff["same"] else ""))
+        return
+    out.print(f"{title}:")
+    for key, pair in changed.items():
+        out.print(f"  {escape(key)}: {_value(pair['a'])} -> {_value(pair['b'])}")
+    for key, value in only_a.items():
+        out.print(f"  {escape(key)}: {_value(value)} -> (absent)")
+    for key, value in only_b.items():
+        out.print(f"  {escape(key)}: (absent) -> {_value(value)}")
+
+
+def print_comparison(c: dict[str, Any]) -> None:
+    """`nbjobs diff`: the two jobs, then what differs between them, A -> B."""
+    for side in ("a", "b"):
+        job = c[side]
+        out.print(f"{side.upper()}: job {job['id']} [bold]{escape(job['name'])}[/] {job['state']}")
+    git = c["git"]
+    if git["a"] is None and git["b"] is None:
+        out.print("git: neither job ran from a repository")
+    else:
+        for side in ("a", "b"):
+            line = describe_git(GitRecord.model_validate(git[side])) if git[side] else "not in a repository"
+            out.print(f"git {side.upper()}: {escape(line)}")
+        if git["same_files"]:
+            out.print("  same commit, same files")
+        elif git["log"] is not None:
+            newer, older = git["log"]["a..b"], git["log"]["b..a"]
+            if newer:
+                out.print(f"  {len(newer)} commit(s) in B and not in A (git log A..B):")
+                for line in newer:
+                    out.print(f"    {escape(line)}")
+            if older:
+                out.print(f"  {len(older)} commit(s) in A and not in B (git log B..A):")
+                for line in older:
+                    out.print(f"    {escape(line)}")
+    _print_mapping_diff("parameters", c["parameters"])
+    _print_mapping_diff("results", c["results"])
+    duration = c["duration"]
+    change = f" ({duration['change']:+.2f} s)" if duration["change"] is not None else ""
+    out.print(f"duration: {_duration(duration['a'])} -> {_duration(duration['b'])}{change}")
+    if c["usage"]["a"] or c["usage"]["b"]:
+        _print_mapping_diff("resource use", c["usage"])
+    cells = c["cells"]
+    if not cells["available"]:
+        out.print("cells: cannot compare, output notebook missing: " + ", ".join(cells["missing"]))
+        return
+    counts = cells["counts"]
+    out.print("cells: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "cells: none")
+    for change in cells["changes"]:
+        a = "-" if change["a"] is None else change["a"]
+        b = "-" if change["b"] is None else change["b"]
+        status = change["status"]
+        extra = (
+            f" (status {status['a']} -> {status['b']})"
+            if status["a"] != status["b"] and change["a"] is not None and change["b"] is not None
+            else ""
+        )
+        out.print(f"[bold]cell A{a} / B{b}: {change['change']}{extra}[/]")
+        for line in change["source"] + change["outputs"]:
+            style = (
+                "green"
+                if line.startswith("+")
+                else "red"
+                if line.startswith("-")
+                else "cyan"
+                if line.startswith("@@")
+                else ""
+            )
+            out.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
