@@ -13,8 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import job_json
 from nbjobs.notebook.results import RESULT_MIME_TYPE
+
+from conftest import job_json
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "hello.ipynb"
 RECORD_KEYS = {

@@ -20,11 +20,24 @@ from nbjobs.events import EventSink, fan_out
 from nbjobs.kernels import KernelProvider, PlainProvider
 from nbjobs.lifecycle import StoreRecorder, begin_attempt, code_cell_indexes, conclude_attempt, state_recorder
 from nbjobs.prepare import PreparedJob, load_spec, prepare
+from nbjobs.rerun import rerun_spec
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
 from nbjobs.store.repository import utcnow
+from nbjobs.vcs import snapshot_store
 
-__all__ = ["JobRecord", "Settings", "code_cell_indexes", "load_spec", "prepare", "run", "run_prepared"]
+__all__ = [
+    "JobRecord",
+    "Settings",
+    "code_cell_indexes",
+    "compare",
+    "gc_snapshots",
+    "load_spec",
+    "prepare",
+    "rerun",
+    "run",
+    "run_prepared",
+]
 
 
 def run(
@@ -36,8 +49,32 @@ def run(
     **fields: Any,
 ) -> JobRecord:
     """Run `notebook` now with `parameters` (and any JobSpec field); return its record."""
-    spec, nb = load_spec(notebook, overrides={**fields, "parameters": dict(parameters or {})})
-    return run_prepared(prepare(spec, nb, output), settings=settings)
+    settings = settings or Settings.from_env()
+    spec, nb = load_spec(notebook, overrides={**fields, "parameters": dict(parameters or {})}, settings=settings)
+    return run_prepared(prepare(spec, nb, output, settings=settings), settings=settings)
+
+
+def rerun(job_id: int, *, settings: Settings | None = None, sinks: Iterable[EventSink] = ()) -> JobRecord:
+    """Run job `job_id` again: same parameters, and at the same commit if it was in a repository."""
+    settings = settings or Settings.from_env()
+    with Store(settings.db_url) as store:
+        spec = rerun_spec(store.get(job_id))
+    return run_prepared(prepare(spec, settings=settings), settings=settings, sinks=sinks)
+
+
+def compare(job_a: int, job_b: int, *, settings: Settings | None = None) -> dict[str, Any]:
+    """How two jobs differ: commits (and the commits between), parameters, results, usage, cells."""
+    from nbjobs.compare import compare_jobs
+
+    settings = settings or Settings.from_env()
+    with Store(settings.db_url) as store:
+        a, b = store.get(job_a), store.get(job_b)
+    return compare_jobs(a, b, home=settings.home)
+
+
+def gc_snapshots(*, settings: Settings | None = None) -> list[str]:
+    """Remove snapshots no live job holds; the commits whose snapshots were removed."""
+    return snapshot_store((settings or Settings.from_env()).home).gc()
 
 
 def run_prepared(
@@ -48,19 +85,24 @@ def run_prepared(
     sinks: Iterable[EventSink] = (),
     store: Store | None = None,
 ) -> JobRecord:
-    """Record and run a prepared job in the foreground, with its retry policy."""
+    """Record and run a prepared job in the foreground, with its retry policy.
+
+    The prepared job's snapshot lease (if any) is released when the job ends.
+    """
     settings = settings or Settings.from_env()
     own_store = store is None
-    store = store or Store(settings.db_url)
     try:
+        store = store or Store(settings.db_url)
         key = prepared.spec.idempotency_key
         if key and (existing := store.find_by_idempotency_key(key)) is not None:
             return store.get(existing)
-        job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname())
+        job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname(), vcs=prepared.git)
         asyncio.run(_run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks)))
         return store.get(job_id)
     finally:
-        if own_store:
+        if prepared.snapshot is not None:
+            prepared.snapshot.release()  # the job is over: its snapshot goes when nobody else holds it
+        if own_store and store is not None:
             store.close()
 
 

@@ -174,6 +174,7 @@ class Attempt:
             "kernel": self.prepared.kernel.name,
             "host": socket.gethostname(),
             "started": datetime.now(UTC).isoformat(),
+            "git": self.prepared.git,  # null outside a repository
         }
         limits = RunLimits(
             cell_timeout=spec.cell_timeout,

@@ -35,8 +35,8 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
 
-    def validate(self, data: dict[str, Any] | JobSpec) -> JobSpec:
-        """A full check of a spec, as at submit; the spec with paths made absolute."""
+    def validate(self, data: dict[str, Any] | JobSpec) -> tuple[JobSpec, dict[str, Any] | None]:
+        """A full check of a spec, as at submit: the spec as stored, and its repository's state."""
         try:
             spec = data if isinstance(data, JobSpec) else JobSpec.model_validate(data)
         except ValidationError as exc:
@@ -46,14 +46,23 @@ class JobService:
             known = ", ".join(sorted(pools)) or "none are configured"
             raise InvalidInput(f"Unknown pool {spec.pool!r} (`pool`); pools on this server: {known}.")
         self.allocator.check_fits(spec.resources)
-        return prepare(spec).spec
+        prepared = prepare(spec, settings=self.settings)
+        try:
+            spec = prepared.spec
+            if prepared.snapshot is not None and prepared.git:
+                # Pin the commit the ref resolved to now: a branch may move before the job starts.
+                spec = spec.model_copy(update={"git_ref": prepared.git["commit"]})
+            return spec, prepared.git
+        finally:
+            if prepared.snapshot is not None:
+                prepared.snapshot.release()  # the attempt takes its own lease when it starts
 
     def submit(self, data: dict[str, Any] | JobSpec, owner: str) -> tuple[JobRecord, bool]:
         """Queue a job; (record, created). An idempotency key seen before returns the first job."""
-        spec = self.validate(data)
+        spec, git = self.validate(data)
         if spec.idempotency_key and (existing := self.store.find_by_idempotency_key(spec.idempotency_key)):
             return self.store.get(existing), False
-        job_id = self.store.create_job(spec, owner=owner, host=self.host)
+        job_id = self.store.create_job(spec, owner=owner, host=self.host, vcs=git)
         self.dispatcher.wake()
         return self.store.get(job_id), True
 

@@ -183,6 +183,14 @@ class Outputs(_Model):
     """What a job keeps: the executed notebook always, an HTML rendering on request."""
 
     formats: list[Literal["ipynb", "html"]] = Field(default_factory=lambda: ["ipynb"])
+    clean_input: bool = Field(
+        False,
+        description=(
+            "Before running, strip what an interactive session left in the input: besides outputs and "
+            "execution counts (always cleared), cell execution timings, collapsed/scrolled state and "
+            "widget state, so the output notebook carries only this run's data"
+        ),
+    )
     path: str | None = Field(
         None,
         description=(
@@ -212,6 +220,26 @@ class Outputs(_Model):
                 + ", ".join("{" + f + "}" for f in OUTPUT_FIELDS)
             )
         return template
+
+
+def _git_ref(value: Any) -> Any:
+    # YAML reads `git_ref: 2024` or an all-digit short SHA as a number; a ref is text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and (not value or value.startswith("-") or any(c.isspace() for c in value)):
+        raise ValueError(
+            f"{value!r} is not a git ref; give a branch, tag or commit SHA (no spaces, not starting with '-')"
+        )
+    return value
+
+
+def _repo(value: Any) -> Any:
+    if isinstance(value, str) and (not value.strip() or value.startswith("-")):
+        raise ValueError(f"{value!r} is not a repository; give a folder or a URL (not starting with '-')")
+    return value
+
+
+GitRef = Annotated[str, BeforeValidator(_git_ref), Field(max_length=256)]
 
 
 class RunIf(StrEnum):
@@ -284,6 +312,21 @@ class JobSpec(_Model):
     schedule: Schedule | None = None
     allow_errors: bool = Field(False, description="Keep running after a cell raises")
     allow_unknown_params: bool = Field(False, description="Inject parameters the notebook does not declare")
+    git_ref: GitRef | None = Field(
+        None,
+        description=(
+            "Run the notebook as it is at this branch, tag or commit, from an immutable snapshot of that "
+            "commit rather than the working tree"
+        ),
+    )
+    repo: Annotated[str, BeforeValidator(_repo)] | None = Field(
+        None,
+        description=(
+            "Repository to run from (a folder or a URL), at `git_ref` (default: its HEAD); `notebook` is "
+            "then a path inside it. Credentials in a URL are used but never stored or shown"
+        ),
+    )
+    require_clean: bool = Field(False, description="Refuse to run from a repository with uncommitted changes")
 
     @field_validator("tags")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from nbjobs.errors import InvalidInput
 from nbjobs.spec import JobSpec
+from nbjobs.vcs.git import is_url
 
 Layer = tuple[str, Mapping[str, Any]]  # (source description, fields)
 
@@ -80,9 +81,13 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
             f"Job file {str(file)!r} must hold a mapping of spec fields (notebook, parameters, ...), "
             f"not a {type(data).__name__}."
         )
-    for key in ("notebook", "cwd"):
+    # Relative paths are relative to the file, except a notebook in `repo`: relative to the repository root.
+    keys = ["cwd", "notebook"] if data.get("repo") is None else ["cwd"]
+    if isinstance(data.get("repo"), str) and not is_url(data["repo"]):
+        keys.append("repo")
+    for key in keys:
         value = data.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             data[key] = str(file.parent / value)
     return data
 
@@ -92,6 +97,11 @@ def notebook_metadata_layer(metadata: Mapping[str, Any], source: str) -> dict[st
     layer = metadata.get("nbjobs", {})
     if not isinstance(layer, dict):
         raise InvalidInput(f"{source}: `metadata.nbjobs` must be a mapping of spec fields.")
+    if misplaced := sorted(set(layer) & {"git_ref", "repo"}):
+        raise InvalidInput(
+            f"{source}: `metadata.nbjobs` sets {', '.join(misplaced)}, which say where the notebook is read "
+            "from, so the notebook cannot set them itself; use --git-ref/--repo or a job file."
+        )
     # A notebook does not name itself; run records go under `metadata.nbjobs_run`, not here.
     return {k: v for k, v in layer.items() if k != "notebook"}
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, StreamText
 from nbjobs.spec import JobState, format_size
-from nbjobs.store import JobRecord
+from nbjobs.store import GitRecord, JobRecord
 
 STATE_STYLE = {
     JobState.SUCCEEDED: "green",
@@ -88,6 +88,8 @@ def print_job(record: JobRecord, *, brief: bool = False) -> None:
     out.print(f"  log:    {record.log or '-'}")
     if record.results:
         out.print("  results: " + ", ".join(f"{k}={v!r}" for k, v in record.results.items()))
+    if record.git:
+        out.print(f"  git:    {escape(describe_git(record.git))}")
     if brief:
         out.print(f"  record: nbjobs show {record.id}")
         return
@@ -113,6 +115,23 @@ def print_job(record: JobRecord, *, brief: bool = False) -> None:
             took = (a.ended - a.started).total_seconds() if a.started and a.ended else None
             table.add_row(str(a.number), _state(a.state), _when(a.started), _duration(took), escape(a.reason or ""))
         out.print(table)
+
+
+def describe_git(git: GitRecord) -> str:
+    """One line: commit, branch or ref, clean or dirty, repository and remote."""
+    commit = git.commit[:12] if git.commit else "(no commit yet)"
+    where = (
+        f"at {git.ref}" if git.source == "snapshot" and git.ref else f"on {git.branch}" if git.branch else "detached"
+    )
+    if git.source == "snapshot":
+        state = "from a snapshot"
+    elif git.dirty:
+        shown = ", ".join(git.modified[:5]) + (", ..." if len(git.modified) > 5 else "")
+        state = f"dirty: {len(git.modified)} file(s) ({shown}), diff sha256 {(git.diff_sha256 or '-')[:12]}"
+    else:
+        state = "clean"
+    remote = f", remote {git.remote}" if git.remote and git.remote != git.repo else ""
+    return f"{commit} {where}, {state} · {git.repo}{remote}"
 
 
 def _table(*columns: str) -> Table:
@@ -162,3 +181,81 @@ def print_queue(view: dict[str, Any]) -> None:
         reason = escape(job["reason"] or "")
         table.add_row(str(job["id"]), escape(job["name"]), job["owner"], _state(JobState.QUEUED), reason)
     out.print(table if table.row_count else "The queue is empty.")
+
+
+def _value(value: Any) -> str:
+    return escape(repr(value))
+
+
+def _print_mapping_diff(title: str, diff: dict[str, Any]) -> None:
+    changed, only_a, only_b = diff["changed"], diff["only_a"], diff["only_b"]
+    if not (changed or only_a or only_b):
+        out.print(f"{title}: same" + (f" ({len(diff['same'])})" if diff["same"] else ""))
+        return
+    out.print(f"{title}:")
+    for key, pair in changed.items():
+        out.print(f"  {escape(key)}: {_value(pair['a'])} -> {_value(pair['b'])}")
+    for key, value in only_a.items():
+        out.print(f"  {escape(key)}: {_value(value)} -> (absent)")
+    for key, value in only_b.items():
+        out.print(f"  {escape(key)}: (absent) -> {_value(value)}")
+
+
+def print_comparison(c: dict[str, Any]) -> None:
+    """`nbjobs diff`: the two jobs, then what differs between them, A -> B."""
+    for side in ("a", "b"):
+        job = c[side]
+        out.print(f"{side.upper()}: job {job['id']} [bold]{escape(job['name'])}[/] {job['state']}")
+    git = c["git"]
+    if git["a"] is None and git["b"] is None:
+        out.print("git: neither job ran from a repository")
+    else:
+        for side in ("a", "b"):
+            line = describe_git(GitRecord.model_validate(git[side])) if git[side] else "not in a repository"
+            out.print(f"git {side.upper()}: {escape(line)}")
+        if git["same_files"]:
+            out.print("  same commit, same files")
+        elif git["log"] is not None:
+            newer, older = git["log"]["a..b"], git["log"]["b..a"]
+            if newer:
+                out.print(f"  {len(newer)} commit(s) in B and not in A (git log A..B):")
+                for line in newer:
+                    out.print(f"    {escape(line)}")
+            if older:
+                out.print(f"  {len(older)} commit(s) in A and not in B (git log B..A):")
+                for line in older:
+                    out.print(f"    {escape(line)}")
+    _print_mapping_diff("parameters", c["parameters"])
+    _print_mapping_diff("results", c["results"])
+    duration = c["duration"]
+    change = f" ({duration['change']:+.2f} s)" if duration["change"] is not None else ""
+    out.print(f"duration: {_duration(duration['a'])} -> {_duration(duration['b'])}{change}")
+    if c["usage"]["a"] or c["usage"]["b"]:
+        _print_mapping_diff("resource use", c["usage"])
+    cells = c["cells"]
+    if not cells["available"]:
+        out.print("cells: cannot compare, output notebook missing: " + ", ".join(cells["missing"]))
+        return
+    counts = cells["counts"]
+    out.print("cells: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "cells: none")
+    for change in cells["changes"]:
+        a = "-" if change["a"] is None else change["a"]
+        b = "-" if change["b"] is None else change["b"]
+        status = change["status"]
+        extra = (
+            f" (status {status['a']} -> {status['b']})"
+            if status["a"] != status["b"] and change["a"] is not None and change["b"] is not None
+            else ""
+        )
+        out.print(f"[bold]cell A{a} / B{b}: {change['change']}{extra}[/]")
+        for line in change["source"] + change["outputs"]:
+            style = (
+                "green"
+                if line.startswith("+")
+                else "red"
+                if line.startswith("-")
+                else "cyan"
+                if line.startswith("@@")
+                else ""
+            )
+            out.print(f"[{style}]{escape(line)}[/]" if style else escape(line))

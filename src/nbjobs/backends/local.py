@@ -51,7 +51,7 @@ class LocalBackend(Backend):
         paths: AttemptPaths | None = None
         try:
             try:
-                prepared = prepare(JobSpec.model_validate(launch.spec))
+                prepared = prepare(JobSpec.model_validate(launch.spec), settings=self.settings)
             except InvalidInput as exc:  # e.g. the notebook was deleted after submit
                 result = AttemptResult(RunOutcome(JobState.FAILED, f"could not start: {exc}"))
             else:
@@ -71,7 +71,11 @@ class LocalBackend(Backend):
                     allocation=launch.allocation,
                 )
                 self._attempts[launch.job_id] = attempt
-                result = await attempt.run()
+                try:
+                    result = await attempt.run()
+                finally:
+                    if prepared.snapshot is not None:
+                        prepared.snapshot.release()
         except _CancelledBeforeStart as stop:
             result = AttemptResult(RunOutcome(JobState.CANCELLED, f"{stop} before the attempt started"))
         except Exception as exc:  # a bug must end the job, not leave it running

@@ -23,12 +23,21 @@ from nbjobs.spec import EXIT_CODES, JobState
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
 def run(notebook: str, output: str | None, log_output: bool, no_progress: bool, as_json: bool, **flags: Any) -> None:
-    """Run NOTEBOOK now and record it as a job; OUTPUT is where the executed notebook goes."""
+    """Run NOTEBOOK now and record it as a job; OUTPUT is where the executed notebook goes.
+
+    With --git-ref or --repo, NOTEBOOK runs as it is at that commit, from a snapshot.
+    """
+    from nbjobs import api
+
+    spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
+    run_in_foreground(api.prepare(spec, nb, output), log_output=log_output, no_progress=no_progress, as_json=as_json)
+
+
+def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_json: bool) -> None:
+    """Run a prepared job here with progress and live output; exit with its end state's code."""
     from nbjobs import api
     from nbjobs.terminal import LogStreamer, ProgressBar, print_job
 
-    spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
-    prepared = api.prepare(spec, nb, output)
     sinks = []
     progress = None
     if not no_progress and not as_json:

@@ -51,6 +51,25 @@ def spec_options(fn: F) -> F:
         click.option("--allow-errors", is_flag=True, default=None, help="Keep running after a cell raises."),
         click.option("--allow-unknown-params", is_flag=True, default=None, help="Inject undeclared parameters."),
         click.option(
+            "--git-ref",
+            metavar="REF",
+            help="Run the notebook as it is at this branch, tag or commit (from a snapshot, not the working tree).",
+        ),
+        click.option(
+            "--repo",
+            metavar="PATH_OR_URL",
+            help="Repository to run from (at --git-ref, default HEAD); NOTEBOOK is then a path inside it.",
+        ),
+        click.option(
+            "--require-clean", is_flag=True, default=None, help="Refuse to run from a tree with uncommitted changes."
+        ),
+        click.option(
+            "--clean-input",
+            is_flag=True,
+            default=None,
+            help="Strip front-end metadata (timings, widget state) from the input before running.",
+        ),
+        click.option(
             "-p",
             "--parameter",
             "params",
@@ -113,6 +132,9 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
         "idempotency_key",
         "allow_errors",
         "allow_unknown_params",
+        "git_ref",
+        "repo",
+        "require_clean",
     ):
         if flags.get(key) is not None:
             out[key] = flags[key]
@@ -133,6 +155,11 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
                 f"--retries must be a whole number of extra tries (0 or more), got {flags['retries']!r}."
             ) from None
         out["retry"] = {"attempts": retries + 1}
+    outputs: dict[str, Any] = {}
     if flags.get("formats"):
-        out["outputs"] = {"formats": list(flags["formats"])}
+        outputs["formats"] = list(flags["formats"])
+    if flags.get("clean_input") is not None:
+        outputs["clean_input"] = flags["clean_input"]
+    if outputs:
+        out["outputs"] = outputs
     return out

@@ -24,16 +24,21 @@ def load_notebook(path: str | Path) -> NotebookNode:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"Notebook {str(file)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    return parse_notebook(text, repr(str(file)))
+
+
+def parse_notebook(text: str, source: str) -> NotebookNode:
+    """A valid nbformat-4 notebook from its JSON text; `source` names it in errors."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"Notebook {str(file)!r} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
+            f"Notebook {source} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
             "A notebook is a .ipynb file written by Jupyter."
         ) from None
     if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
         raise InvalidInput(
-            f"Notebook {str(file)!r} is JSON but not a notebook: it has no `cells` list. "
+            f"Notebook {source} is JSON but not a notebook: it has no `cells` list. "
             "A notebook is a .ipynb file written by Jupyter."
         )
     try:
@@ -42,10 +47,10 @@ def load_notebook(path: str | Path) -> NotebookNode:
     except ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise InvalidInput(
-            f"Notebook {str(file)!r} is not a valid nbformat 4 notebook: at `{where}`: {exc.message}."
+            f"Notebook {source} is not a valid nbformat 4 notebook: at `{where}`: {exc.message}."
         ) from None
     except Exception as exc:  # nbformat raises assorted errors for malformed structure
-        raise InvalidInput(f"Notebook {str(file)!r} is not a valid notebook: {exc}.") from None
+        raise InvalidInput(f"Notebook {source} is not a valid notebook: {exc}.") from None
     return nb
 
 

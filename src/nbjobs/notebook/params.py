@@ -237,6 +237,7 @@ def inject_parameters(
     raise_problems(errors)
     cell = nbformat.v4.new_code_cell(source="\n".join([HEADER, *lines]))
     cell.metadata["tags"] = [INJECTED_TAG]
+    cell.id = INJECTED_TAG  # not random: the same job writes the same notebook
     if (out.get("nbformat", 4), out.get("nbformat_minor", 0)) < (4, 5):
         del cell["id"]  # cell ids are invalid before nbformat 4.5
     index = find_parameters_cell(out)

@@ -117,7 +117,8 @@ class NotebookRunner:
             emit,
             allow_errors=limits.allow_errors,
             interrupt_on_timeout=False,
-            record_timing=True,
+            # Our own `metadata.nbjobs` holds each cell's times: nbclient's would only add volatile keys.
+            record_timing=False,
             timeout_func=self._cell_timeout,
             iopub_timeout=4,
         )
@@ -252,11 +253,15 @@ class NotebookRunner:
             f'<a id="{ERROR_ANCHOR}"></a>\n**nbjobs: the job stopped here** ({state.value}): {reason}',
             metadata={"tags": [MARKER_TAG]},
         )
+        marker.id = MARKER_TAG  # fixed ids: two runs that end alike write the same notebook
         banner = nbformat.v4.new_markdown_cell(
             f"**nbjobs: this job ended `{state.value}`**: {reason}. "
             f"[Go to the cell where it stopped](#{ERROR_ANCHOR}). "
             "Cells after it did not run.",
             metadata={"tags": [BANNER_TAG]},
         )
+        banner.id = BANNER_TAG
+        if (self.nb.get("nbformat", 4), self.nb.get("nbformat_minor", 0)) < (4, 5):
+            del marker["id"], banner["id"]  # cell ids are invalid before nbformat 4.5
         self.nb.cells.insert(index, marker)
         self.nb.cells.insert(0, banner)

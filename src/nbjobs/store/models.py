@@ -57,6 +57,8 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires: Mapped[datetime | None]
     cancel_requested: Mapped[str | None] = mapped_column(Text)
+    # The notebook's repository: commit, branch, remote, dirty files (nbjobs.vcs.RepoState.as_record()).
+    vcs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class JobTag(Base):

@@ -7,7 +7,7 @@ not rename these.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,6 +42,21 @@ class AttemptRecord(BaseModel):
     pid: int | None = Field(None, description="The kernel's process id")
 
 
+class GitRecord(BaseModel):
+    """The repository a job's notebook came from (see nbjobs.vcs.state for the diff hash)."""
+
+    repo: str = Field(description="The repository's root folder, or its URL without credentials")
+    path: str | None = Field(None, description="The notebook, relative to the repository root")
+    commit: str | None = Field(None, description="Full SHA; null in a repository without commits")
+    branch: str | None = None
+    remote: str | None = Field(None, description="Remote URL, credentials stripped")
+    dirty: bool = False
+    modified: list[str] = Field(default_factory=list, description="Files that differ from the commit")
+    diff_sha256: str | None = Field(None, description="sha256 of the uncommitted changes, untracked files included")
+    ref: str | None = Field(None, description="The ref asked for (`git_ref`), when run from a snapshot")
+    source: Literal["working_tree", "snapshot"] = "working_tree"
+
+
 class JobRecord(BaseModel):
     id: int
     name: str
@@ -68,3 +83,4 @@ class JobRecord(BaseModel):
     idempotency_key: str | None = None
     queue_reason: str | None = Field(None, description="Why a queued job waits")
     not_before: datetime | None = Field(None, description="A retry waits for its backoff until then")
+    git: GitRecord | None = Field(None, description="The notebook's repository; null outside one")

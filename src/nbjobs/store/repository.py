@@ -19,7 +19,7 @@ from nbjobs.errors import NotFound
 from nbjobs.spec import JobSpec, JobState
 from nbjobs.store import models as m
 from nbjobs.store.migrate import upgrade_to_head
-from nbjobs.store.records import AttemptRecord, CellRecord, JobRecord, StateChange
+from nbjobs.store.records import AttemptRecord, CellRecord, GitRecord, JobRecord, StateChange
 
 
 def utcnow() -> datetime:
@@ -59,12 +59,26 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def session(self) -> Session:
         return self._session()
 
     # ------------------------------------------------------------------ writes
 
-    def create_job(self, spec: JobSpec, *, owner: str, host: str, state: JobState = JobState.QUEUED) -> int:
+    def create_job(
+        self,
+        spec: JobSpec,
+        *,
+        owner: str,
+        host: str,
+        state: JobState = JobState.QUEUED,
+        vcs: dict[str, Any] | None = None,
+    ) -> int:
         now = utcnow()
         with self.session() as s, s.begin():
             job = m.Job(
@@ -78,6 +92,7 @@ class Store:
                 idempotency_key=spec.idempotency_key,
                 results={},
                 created=now,
+                vcs=vcs,
             )
             s.add(job)
             s.flush()
@@ -356,4 +371,5 @@ def _to_record(
         idempotency_key=job.idempotency_key,
         queue_reason=job.queue_reason,
         not_before=job.not_before,
+        git=GitRecord.model_validate(job.vcs) if job.vcs else None,
     )
