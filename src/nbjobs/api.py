@@ -20,10 +20,13 @@ from nbjobs.config import Settings
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, EventSink, fan_out
 from nbjobs.kernels import KernelProvider, PlainProvider
 from nbjobs.prepare import PreparedJob, load_spec, prepare, render_output_path
+from nbjobs.resources.allocation import Allocation
+from nbjobs.resources.allocator import Allocator
+from nbjobs.resources.capacity import detect_capacity
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
 
-__all__ = ["JobRecord", "Settings", "load_spec", "prepare", "run", "run_prepared"]
+__all__ = ["JobRecord", "Settings", "allocate_here", "load_spec", "prepare", "run", "run_prepared"]
 
 
 def code_cell_indexes(prepared: PreparedJob) -> list[int]:
@@ -59,6 +62,20 @@ def run(
     return run_prepared(prepare(spec, nb, output), settings=settings)
 
 
+def allocate_here(prepared: PreparedJob, settings: Settings | None = None) -> Allocation:
+    """Concrete resources of this host for a foreground run; InvalidInput if they can never fit.
+
+    A foreground run does not queue: it only needs to know that the request is
+    possible here, and which CPU ids and GPUs to give it.
+    """
+    settings = settings or Settings.from_env()
+    allocator = Allocator(detect_capacity(settings.config))
+    allocator.check_fits(prepared.spec.resources)
+    allocation = allocator.try_allocate(prepared.spec.resources)
+    assert allocation is not None, "a request that fits an empty host is always allocated"
+    return allocation
+
+
 def run_prepared(
     prepared: PreparedJob,
     *,
@@ -66,6 +83,7 @@ def run_prepared(
     provider: KernelProvider | None = None,
     sinks: Iterable[EventSink] = (),
     store: Store | None = None,
+    allocation: Allocation | None = None,
 ) -> JobRecord:
     """Record and run a prepared job in the foreground, with its retry policy."""
     settings = settings or Settings.from_env()
@@ -75,8 +93,12 @@ def run_prepared(
         key = prepared.spec.idempotency_key
         if key and (existing := store.find_by_idempotency_key(key)) is not None:
             return store.get(existing)
+        if allocation is None:  # before the job row: an impossible request leaves nothing behind
+            allocation = allocate_here(prepared, settings)
         job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname())
-        asyncio.run(_run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks)))
+        asyncio.run(
+            _run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks), allocation)
+        )
         return store.get(job_id)
     finally:
         if own_store:
@@ -90,6 +112,7 @@ async def _run_attempts(
     store: Store,
     provider: KernelProvider,
     sinks: list[EventSink],
+    allocation: Allocation,
 ) -> None:
     loop = asyncio.get_running_loop()
     current: list[Attempt] = []
@@ -123,11 +146,13 @@ async def _run_attempts(
                 provider=provider,
                 emit=fan_out([StoreRecorder(store, job_id, number), *sinks]),
                 on_state=lambda state: store.transition(job_id, state),
+                allocation=allocation,
+                sample_interval=settings.config.resources.sample_interval,
             )
             current.append(attempt)
             result = await attempt.run()
             outcome = result.outcome
-            store.finish_attempt(job_id, number, results=result.results, artifacts=result.artifacts)
+            store.finish_attempt(job_id, number, results=result.results, artifacts=result.artifacts, usage=result.usage)
             will_retry = number < retry.attempts and outcome.state in retry.on
             if not will_retry:
                 store.transition(job_id, outcome.state, outcome.reason)

@@ -29,6 +29,7 @@ def run(notebook: str, output: str | None, log_output: bool, no_progress: bool, 
 
     spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
     prepared = api.prepare(spec, nb, output)
+    allocation = api.allocate_here(prepared)  # an impossible request stops here, before any progress bar
     sinks = []
     progress = None
     if not no_progress and not as_json:
@@ -37,7 +38,7 @@ def run(notebook: str, output: str | None, log_output: bool, no_progress: bool, 
     if log_output:
         sinks.append(LogStreamer())
     try:
-        record = api.run_prepared(prepared, sinks=sinks)
+        record = api.run_prepared(prepared, sinks=sinks, allocation=allocation)
     finally:
         if progress is not None:
             progress.close()
