@@ -65,3 +65,16 @@ class JobRecord(BaseModel):
     history: list[StateChange]
     spec: dict[str, Any]
     idempotency_key: str | None = None
+
+
+class UsageRecord(BaseModel):
+    """What one finished job asked for and what its last attempt used (for `nbjobs report`)."""
+
+    job_id: int
+    name: str
+    notebook: str
+    owner: str
+    tags: list[str]
+    state: JobState
+    requested: dict[str, Any] = Field(description="The spec's resources")
+    usage: dict[str, Any] = Field(description="The last attempt's usage: summary, series, allocation")
