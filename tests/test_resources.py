@@ -163,6 +163,19 @@ def test_allocations_pack_cpus_and_never_share_gpus():
     assert allocator.free().cpu_count == 1
 
 
+def test_spreading_allocator_starts_anywhere_but_never_double_books():
+    firsts = set()
+    for _ in range(40):
+        allocator = Allocator(big_host(cpus=8, gpus=4), spread=True)
+        first = allocator.try_allocate(Resources(cpus=2, gpus=1))
+        second = allocator.try_allocate(Resources(cpus=2, gpus=1))
+        assert first is not None and second is not None
+        assert not set(first.cpus) & set(second.cpus) and first.gpus != second.gpus
+        assert {c // 4 for c in first.cpus} == {first.cpus[0] // 4}  # still within one socket
+        firsts.add(first.cpus)
+    assert len(firsts) > 1
+
+
 def test_shortfall_in_memory_reads_as_a_queue_reason():
     allocator = Allocator(big_host(cpus=4, gpus=0, memory=int(5.2 * GiB)))
     assert allocator.try_allocate(Resources(memory="4GiB")) is not None
@@ -284,8 +297,8 @@ def test_gpu_job_sees_only_its_gpu(cli, notebook, monkeypatch):
     record = job_json(cli("run", nb, "--gpus", "1", "--json"))
     assert record["state"] == "succeeded", record["reason"]
     env = probe(record)["env"]
-    assert env["CUDA_VISIBLE_DEVICES"] == "GPU-fake-0" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-    assert record["attempts"][0]["usage"]["allocation"]["gpus"] == ["GPU-fake-0"]
+    assert env["CUDA_VISIBLE_DEVICES"] in ("GPU-fake-0", "GPU-fake-1") and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert record["attempts"][0]["usage"]["allocation"]["gpus"] == [env["CUDA_VISIBLE_DEVICES"]]
     # A job that asks for no GPU sees none, even with one set in its own env.
     record = job_json(cli("run", nb, "--env", "CUDA_VISIBLE_DEVICES=0", "--json"))
     assert probe(record)["env"]["CUDA_VISIBLE_DEVICES"] == ""
@@ -294,7 +307,7 @@ def test_gpu_job_sees_only_its_gpu(cli, notebook, monkeypatch):
 def test_gpu_job_gets_uuids_and_its_gpu_memory_is_measured(cli, notebook, fake_nvidia_smi, fast_sampling):
     nb = notebook([ENV_PROBE, "import time; time.sleep(0.5)"])
     record = job_json(cli("run", nb, "--gpus", "1", "--json"))
-    assert probe(record)["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
+    assert probe(record)["env"]["CUDA_VISIBLE_DEVICES"] in ("GPU-aaaa", "GPU-bbbb")  # UUIDs, not indexes
     summary = record["attempts"][0]["usage"]["summary"]
     assert summary["peak_gpu_memory"] >= 100 * MiB  # the fake says: 100 MiB per process of the tree
 

@@ -66,12 +66,15 @@ def allocate_here(prepared: PreparedJob, settings: Settings | None = None) -> Al
     """Concrete resources of this host for a foreground run; InvalidInput if they can never fit.
 
     A foreground run does not queue: it only needs to know that the request is
-    possible here, and which CPU ids and GPUs to give it.
+    possible here, and which CPU ids and GPUs to give it. It cannot see other
+    foreground runs, so its CPUs and GPUs are spread rather than packed (two
+    runs at once seldom share one); the server's scheduler books across jobs.
     """
     settings = settings or Settings.from_env()
-    allocator = Allocator(detect_capacity(settings.config))
-    allocator.check_fits(prepared.spec.resources)
-    allocation = allocator.try_allocate(prepared.spec.resources)
+    resources = prepared.spec.resources
+    allocator = Allocator(detect_capacity(settings.config, gpus=resources.gpus > 0), spread=True)
+    allocator.check_fits(resources)
+    allocation = allocator.try_allocate(resources)
     assert allocation is not None, "a request that fits an empty host is always allocated"
     return allocation
 
