@@ -149,7 +149,8 @@ class UsageMonitor:
             self._task = None
             with contextlib.suppress(Exception):
                 await self._sample_once()
-        self.summary.wall_time = round(time.monotonic() - self._started, 3)
+        if self._started:
+            self.summary.wall_time = round(time.monotonic() - self._started, 3)
         if self.summary.wall_time > 0:
             self.summary.mean_cpu = round(self.summary.cpu_time / self.summary.wall_time, 3)
         return self.summary
