@@ -21,6 +21,9 @@ from nbjobs.kernels import KernelProvider, PlainProvider
 from nbjobs.lifecycle import StoreRecorder, begin_attempt, code_cell_indexes, conclude_attempt, state_recorder
 from nbjobs.prepare import PreparedJob, load_spec, prepare
 from nbjobs.rerun import rerun_spec
+from nbjobs.resources.allocation import Allocation
+from nbjobs.resources.allocator import Allocator
+from nbjobs.resources.capacity import detect_capacity
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
 from nbjobs.store.repository import utcnow
@@ -29,6 +32,7 @@ from nbjobs.vcs import snapshot_store
 __all__ = [
     "JobRecord",
     "Settings",
+    "allocate_here",
     "code_cell_indexes",
     "compare",
     "gc_snapshots",
@@ -77,6 +81,23 @@ def gc_snapshots(*, settings: Settings | None = None) -> list[str]:
     return snapshot_store((settings or Settings.from_env()).home).gc()
 
 
+def allocate_here(prepared: PreparedJob, settings: Settings | None = None) -> Allocation:
+    """Concrete resources of this host for a foreground run; InvalidInput if they can never fit.
+
+    A foreground run does not queue: it only needs to know that the request is
+    possible here, and which CPU ids and GPUs to give it. It cannot see other
+    foreground runs, so its CPUs and GPUs are spread rather than packed (two
+    runs at once seldom share one); the server's scheduler books across jobs.
+    """
+    settings = settings or Settings.from_env()
+    resources = prepared.spec.resources
+    allocator = Allocator(detect_capacity(settings.config, gpus=resources.gpus > 0), spread=True)
+    allocator.check_fits(resources)
+    allocation = allocator.try_allocate(resources)
+    assert allocation is not None, "a request that fits an empty host is always allocated"
+    return allocation
+
+
 def run_prepared(
     prepared: PreparedJob,
     *,
@@ -84,6 +105,7 @@ def run_prepared(
     provider: KernelProvider | None = None,
     sinks: Iterable[EventSink] = (),
     store: Store | None = None,
+    allocation: Allocation | None = None,
 ) -> JobRecord:
     """Record and run a prepared job in the foreground, with its retry policy.
 
@@ -96,8 +118,12 @@ def run_prepared(
         key = prepared.spec.idempotency_key
         if key and (existing := store.find_by_idempotency_key(key)) is not None:
             return store.get(existing)
+        if allocation is None:  # before the job row: an impossible request leaves nothing behind
+            allocation = allocate_here(prepared, settings)
         job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname(), vcs=prepared.git)
-        asyncio.run(_run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks)))
+        asyncio.run(
+            _run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks), allocation)
+        )
         return store.get(job_id)
     finally:
         if prepared.snapshot is not None:
@@ -113,6 +139,7 @@ async def _run_attempts(
     store: Store,
     provider: KernelProvider,
     sinks: list[EventSink],
+    allocation: Allocation,
 ) -> None:
     """Attempts one after another in this process; a retry waits out its backoff here."""
     loop = asyncio.get_running_loop()
@@ -139,6 +166,8 @@ async def _run_attempts(
                 provider=provider,
                 emit=fan_out([StoreRecorder(store, job_id, number), *sinks]),
                 on_state=state_recorder(store, job_id),
+                allocation=allocation,
+                sample_interval=settings.config.resources.sample_interval,
             )
             current[:] = [attempt]
             conclusion = conclude_attempt(store, prepared.spec, job_id, number, await attempt.run(), paths)

@@ -26,7 +26,10 @@ from nbjobs.notebook.results import collect_results
 from nbjobs.notebook.runner import NotebookRunner, RunLimits, RunOutcome, prepare_for_run
 from nbjobs.prepare import PreparedJob
 from nbjobs.resources.allocation import Allocation
-from nbjobs.spec import JobState
+from nbjobs.resources.enforce import Enforcement, kill_tree
+from nbjobs.resources.gpus import FAKE_PREFIX
+from nbjobs.resources.monitor import UsageMonitor, exceeded_reason
+from nbjobs.spec import JobState, format_size
 
 StateCallback = Callable[[JobState], None]
 KERNEL_START_TIMEOUT = 60.0
@@ -57,6 +60,7 @@ class AttemptResult:
     outcome: RunOutcome
     results: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    # summary, series (see nbjobs.resources.monitor), requested, allocation, enforcement
     usage: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,8 +108,11 @@ class Attempt:
         on_state: StateCallback | None = None,
         on_kernel: Callable[[int | None], None] | None = None,
         allocation: Allocation | None = None,
+        sample_interval: float = 1.0,
     ) -> None:
         self.prepared = prepared
+        self.allocation = allocation
+        self.sample_interval = sample_interval
         self.job_id = job_id
         self.number = number
         self.paths = paths
@@ -113,10 +120,11 @@ class Attempt:
         self.emit = emit
         self.on_state = on_state or (lambda _state: None)
         self.on_kernel = on_kernel or (lambda _pid: None)
-        self.allocation = allocation
         self.runner: NotebookRunner | None = None
         self._task: asyncio.Task[AttemptResult] | None = None
         self._stop: tuple[JobState, str] | None = None
+        self.monitor: UsageMonitor | None = None
+        self.enforcement: Enforcement | None = None
 
     def cancel(self, state: JobState = JobState.CANCELLED, reason: str = "cancelled") -> None:
         """Stop the attempt: the running cell is interrupted, then the kernel killed."""
@@ -133,6 +141,9 @@ class Attempt:
         log = LogWriter(self.paths.log)
         kernel: KernelHandle | None = None
         started_at = time.monotonic()
+        enforcement = self.enforcement = Enforcement.create(
+            self.allocation, f"{self.job_id}-{self.number}", language=self.prepared.kernel.language or "python"
+        )
         try:
             self.on_state(JobState.STARTING)
             request = KernelRequest(
@@ -141,26 +152,87 @@ class Attempt:
                 kernel_log=self.paths.folder / "kernel.log",
                 env=kernel_env(self.prepared, self.job_id, self.number, self.paths),
                 allocation=self.allocation,
+                cgroup=enforcement.cgroup,
+                address_space=enforcement.address_space,
             )
             try:
                 kernel = await self.provider.start(request, timeout=KERNEL_START_TIMEOUT)
             except asyncio.CancelledError:
                 state, reason = self._stop or (JobState.CANCELLED, "cancelled")
-                return AttemptResult(RunOutcome(state, f"{reason} before the kernel was ready"))
+                return self._result(RunOutcome(state, f"{reason} before the kernel was ready"))
             except Exception as exc:  # a kernel that cannot start is this attempt's failure
-                return AttemptResult(RunOutcome(JobState.KERNEL_DIED, f"kernel failed to start: {exc}"))
+                return self._result(RunOutcome(JobState.KERNEL_DIED, f"kernel failed to start: {exc}"))
             self.on_kernel(kernel.pid)
+            enforcement.attach(kernel.pid)
+            self._start_monitor(kernel, enforcement)
             self.on_state(JobState.RUNNING)
             outcome = await self._execute(kernel, fan_out([log, self.emit]), started_at)
         finally:
             log.close()
+            if self.monitor is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.monitor.stop())
             if kernel is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(kernel.kill())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.to_thread(enforcement.close))
         results = collect_results(self.runner.nb) if self.runner else {}
         if "html" in self.prepared.spec.outputs.formats and self.runner is not None:
             await asyncio.to_thread(write_html, self.runner.nb, self.paths.html)
-        return AttemptResult(outcome, results, list_artifacts(self.paths.artifacts))
+        return self._result(outcome, results, list_artifacts(self.paths.artifacts))
+
+    def _result(
+        self, outcome: RunOutcome, results: dict[str, Any] | None = None, artifacts: list[str] | None = None
+    ) -> AttemptResult:
+        usage: dict[str, Any] = {
+            "requested": self.prepared.spec.resources.model_dump(mode="json"),
+            "allocation": (self.allocation or Allocation()).to_dict(),
+            "enforcement": self.enforcement.mode if self.enforcement else "none",
+        }
+        if self.monitor is not None:
+            usage.update(self.monitor.usage())
+        return AttemptResult(outcome, results or {}, artifacts or [], usage)
+
+    def _start_monitor(self, kernel: KernelHandle, enforcement: Enforcement) -> None:
+        if kernel.pid is None:  # a provider that cannot tell: nothing to sample
+            return
+        allocation = enforcement.allocation
+        self.monitor = UsageMonitor(
+            kernel.pid,
+            interval=self.sample_interval,
+            memory_limit=allocation.memory,
+            watchdog=enforcement.mode == "watchdog",
+            cgroup=enforcement.group,
+            gpus=any(not g.startswith(FAKE_PREFIX) for g in allocation.gpus),
+            on_exceeded=lambda peak, limit: self._memory_exceeded(kernel, peak, limit),
+        )
+        self.monitor.start()
+
+    def _memory_exceeded(self, kernel: KernelHandle, peak: int, limit: int) -> None:
+        oom_killed = self.enforcement is not None and self.enforcement.oom_killed()
+        self.cancel(JobState.MEMORY_EXCEEDED, exceeded_reason(peak, limit, oom_killed=oom_killed))
+        if kernel.pid is not None:
+            kill_tree(kernel.pid)  # now: a cell that allocates must not get the cancel grace period
+
+    def _explain_end(self, state: JobState, reason: str) -> tuple[JobState, str] | None:
+        """What the kernel connection cannot see: an OOM kill, or the address-space backstop."""
+        enforcement, monitor = self.enforcement, self.monitor
+        limit = self.allocation.memory if self.allocation else None
+        if enforcement is None or limit is None or state is JobState.MEMORY_EXCEEDED:
+            return None
+        peak = monitor.peak_memory() if monitor is not None else 0
+        if state is JobState.KERNEL_DIED and enforcement.oom_killed():
+            if monitor is not None:
+                monitor.exceeded = True
+            return JobState.MEMORY_EXCEEDED, exceeded_reason(peak, limit, oom_killed=True)
+        backstop = enforcement.address_space
+        if state is JobState.FAILED and backstop is not None and "raised MemoryError" in reason:
+            return JobState.MEMORY_EXCEEDED, (
+                f"{reason}: it reached the {format_size(backstop)} address-space backstop of the "
+                f"{format_size(limit)} memory limit (peak {format_size(peak)})"
+            )
+        return None
 
     async def _execute(self, kernel: KernelHandle, emit: EventSink, started_at: float) -> RunOutcome:
         spec = self.prepared.spec
@@ -182,7 +254,7 @@ class Attempt:
             started_at=started_at,
             allow_errors=spec.allow_errors,
         )
-        self.runner = NotebookRunner(nb, kernel, self.paths.output, emit, limits)
+        self.runner = NotebookRunner(nb, kernel, self.paths.output, emit, limits, explain=self._explain_end)
         if self._stop:
             self.runner.request_stop(*self._stop)
         try:

@@ -12,7 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nbjobs.events import CellFinished, CellSkipped, CellStarted, Event, StreamText
-from nbjobs.spec import JobState, format_size
+from nbjobs.resources.monitor import hoarding_advice
+from nbjobs.resources.report import GroupUsage
+from nbjobs.spec import JobState, Resources, format_size
 from nbjobs.store import GitRecord, JobRecord
 
 STATE_STYLE = {
@@ -105,6 +107,8 @@ def print_job(record: JobRecord, *, brief: bool = False) -> None:
     ]
     for key, value in rows:
         out.print(f"  {key + ':':<11} {escape(str(value))}")
+    for key, value in usage_lines(record):
+        out.print(f"  {key + ':':<11} {escape(value)}")
     counts: dict[str, int] = {}
     for cell in record.cells:
         counts[cell.status] = counts.get(cell.status, 0) + 1
@@ -132,6 +136,82 @@ def describe_git(git: GitRecord) -> str:
         state = "clean"
     remote = f", remote {git.remote}" if git.remote and git.remote != git.repo else ""
     return f"{commit} {where}, {state} · {git.repo}{remote}"
+
+
+def _resources_text(resources: dict[str, Any]) -> str:
+    parts = []
+    if resources.get("cpus") is not None:
+        parts.append(f"{resources['cpus']:g} CPUs")
+    if resources.get("memory") is not None:
+        parts.append(format_size(int(resources["memory"])))
+    if resources.get("gpus"):
+        parts.append(f"{resources['gpus']} GPUs")
+    parts += [f"{name}={count}" for name, count in sorted((resources.get("custom") or {}).items())]
+    return ", ".join(parts) or "nothing in particular"
+
+
+def usage_lines(record: JobRecord) -> list[tuple[str, str]]:
+    """Requested vs used for `show`: the last attempt's measurements and advice."""
+    requested = record.spec.get("resources") or {}
+    lines = [("requested", _resources_text(requested))]
+    usage = record.attempts[-1].usage if record.attempts else {}
+    allocation = usage.get("allocation") or {}
+    given = []
+    if allocation.get("cpus"):
+        given.append("CPU ids " + ",".join(str(c) for c in allocation["cpus"]))
+    if allocation.get("gpus"):
+        given.append("GPUs " + ",".join(allocation["gpus"]))
+    if allocation.get("memory"):
+        given.append(f"memory limit {format_size(allocation['memory'])} ({usage.get('enforcement', '?')})")
+    if given:
+        lines.append(("allocated", "; ".join(given)))
+    summary = usage.get("summary") or {}
+    if summary.get("samples"):
+        used = [
+            f"peak memory {format_size(int(summary['peak_memory']))}",
+            f"mean CPU {summary['mean_cpu']:.2f} cores",
+            f"CPU time {_duration(summary['cpu_time'])}",
+            f"wall {_duration(summary['wall_time'])}",
+        ]
+        if summary.get("peak_gpu_memory") is not None:
+            used.append(f"peak GPU memory {format_size(int(summary['peak_gpu_memory']))}")
+        lines.append(("used", ", ".join(used)))
+        try:
+            advice = hoarding_advice(Resources.model_validate(requested), summary)
+        except ValueError:  # a spec from an older version: no advice rather than no `show`
+            advice = None
+        if advice:
+            lines.append(("advice", advice))
+    return lines
+
+
+def print_usage_report(groups: list[GroupUsage], by: str) -> None:
+    """One row per group: requested against used, averaged per job."""
+    if not groups:
+        out.print("No finished jobs yet.")
+        return
+
+    def size(value: float | None) -> str:
+        return format_size(int(value)) if value else "-"
+
+    def number(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    table = Table(box=None, padding=(0, 2))
+    for name in ("jobs", "memory asked → peak", "used", "CPUs asked → used", "used"):
+        table.add_column(name, no_wrap=True, justify="right")
+    table.add_column(by, overflow="fold")  # last: notebook paths and tags may be long
+    for g in groups:
+        table.add_row(
+            str(g.jobs),
+            f"{size(g.memory_requested_avg)} → {size(g.memory_peak_avg)}",
+            number(g.memory_ratio, ".0%"),
+            f"{number(g.cpus_requested_avg, '.1f')} → {number(g.cpu_used_avg, '.2f')}",
+            number(g.cpu_ratio, ".0%"),
+            escape(g.group),
+        )
+    out.print(table)
+    out.print("Averages per job; 'used' is the share of what was asked that was used (jobs that asked).")
 
 
 def _table(*columns: str) -> Table:

@@ -69,6 +69,7 @@ class LocalBackend(Backend):
                     on_state=state_recorder(self.store, launch.job_id),
                     on_kernel=lambda pid: self.store.set_attempt_pid(launch.job_id, launch.attempt, pid),
                     allocation=launch.allocation,
+                    sample_interval=self.settings.config.resources.sample_interval,
                 )
                 self._attempts[launch.job_id] = attempt
                 try:

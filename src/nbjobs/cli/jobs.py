@@ -38,6 +38,7 @@ def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_
     from nbjobs import api
     from nbjobs.terminal import LogStreamer, ProgressBar, print_job
 
+    allocation = api.allocate_here(prepared)  # an impossible request stops here, before any progress bar
     sinks = []
     progress = None
     if not no_progress and not as_json:
@@ -46,7 +47,7 @@ def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_
     if log_output:
         sinks.append(LogStreamer())
     try:
-        record = api.run_prepared(prepared, sinks=sinks)
+        record = api.run_prepared(prepared, sinks=sinks, allocation=allocation)
     finally:
         if progress is not None:
             progress.close()

@@ -29,6 +29,8 @@ class KernelRequest:
     kernel_log: Path  # the kernel process's own stdout/stderr (not the notebook's output)
     env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
     allocation: Allocation | None = None  # enforced on the kernel process tree when given
+    cgroup: str | None = None  # a cgroup v2 directory the kernel process must join (memory limit)
+    address_space: int | None = None  # RLIMIT_AS backstop for the kernel process, bytes
 
 
 class KernelHandle(ABC):

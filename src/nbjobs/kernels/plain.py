@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 
 from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest, runtime_dir
+from nbjobs.resources.enforce import preexec_for
 
 
 class ManagedKernel(KernelHandle):
@@ -51,8 +53,15 @@ class PlainProvider(KernelProvider):
         manager = AsyncKernelManager(kernel_name=request.kernel_name, transport="ipc")
         manager.connection_file = str(runtime_dir() / f"kernel-{uuid.uuid4().hex[:12]}.json")
         env = {**os.environ, **request.env}
+        launch: dict[str, Any] = {}
+        if request.allocation is not None:
+            # After the job's own env: a job may not widen its GPUs or threads by setting them itself.
+            env.update(request.allocation.kernel_env())
+            # Affinity, cgroup and rlimit are set in the child before exec: the kernel never runs unconfined.
+            if (preexec := preexec_for(request.allocation, request.cgroup, request.address_space)) is not None:
+                launch["preexec_fn"] = preexec
         with request.kernel_log.open("ab") as log:  # the kernel process's own messages
-            await manager.start_kernel(cwd=str(request.cwd), env=env, stdout=log, stderr=log)
+            await manager.start_kernel(cwd=str(request.cwd), env=env, stdout=log, stderr=log, **launch)
         handle = ManagedKernel(manager)
         handle.client.start_channels()
         try:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,11 @@ class RunOutcome:
     state: JobState
     reason: str
     failed_cell: int | None = None
+
+
+# Given how a run is about to end (state, reason), a better account of it, or None. The caller
+# may know more than the kernel connection shows: e.g. that the kernel died from an OOM kill.
+ExplainEnd = Callable[[JobState, str], tuple[JobState, str] | None]
 
 
 def now() -> datetime:
@@ -105,12 +111,14 @@ class NotebookRunner:
         output_path: Path,
         emit: EventSink,
         limits: RunLimits,
+        explain: ExplainEnd | None = None,
     ) -> None:
         self.nb = nb
         self.kernel = kernel
         self.output_path = output_path
         self.emit = emit
         self.limits = limits
+        self.explain = explain
         self.stop_request: tuple[JobState, str] | None = None
         self._client = _Client(
             nb,
@@ -202,7 +210,8 @@ class NotebookRunner:
             return self._fail(index, JobState.TIMED_OUT, reason, started=started)
         except DeadKernelError:
             if self.stop_request:  # killed on purpose (e.g. memory limit)
-                return self._fail(index, *self.stop_request, started=started)
+                state, reason = self.stop_request
+                return self._fail(index, state, f"{reason} during cell {index}", started=started)
             status = await self.kernel.exit_status()
             how = f" (exit code {status})" if status is not None and status >= 0 else ""
             if status is not None and status < 0:
@@ -219,6 +228,8 @@ class NotebookRunner:
     async def _stop_kernel(self) -> None:
         """Interrupt the running cell and give it a moment to unwind; the caller kills the kernel."""
         with contextlib.suppress(Exception):
+            if not await self.kernel.is_alive():  # killed already (e.g. over its memory limit): nothing to drain
+                return
             await self.kernel.interrupt()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._drain_until_idle(), CANCEL_GRACE_SECONDS)
@@ -236,6 +247,8 @@ class NotebookRunner:
     def _fail(
         self, index: int, state: JobState, reason: str, *, started: datetime | None = None, ran: bool = True
     ) -> RunOutcome:
+        if self.explain is not None and (better := self.explain(state, reason)) is not None:
+            state, reason = better
         cell = self.nb.cells[index]
         meta = cell.metadata["nbjobs"]
         status = "failed" if state is JobState.FAILED else state.value

@@ -11,11 +11,15 @@ Accounting rules:
 
 CPU ids are packed: a job gets CPUs of one socket when one has room (the
 socket with the least room that fits, so big blocks stay free), lowest ids first.
+An allocator that cannot see the other jobs (a foreground run) should spread
+instead (`spread=True`): it then starts at a random CPU of that socket and a
+random free GPU, so two such runs seldom land on the same CPU or GPU.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,8 +51,9 @@ class FreeResources:
 class Allocator:
     """Thread-safe bookkeeping of one host's capacity."""
 
-    def __init__(self, capacity: HostCapacity) -> None:
+    def __init__(self, capacity: HostCapacity, *, spread: bool = False) -> None:
         self.capacity = capacity
+        self.spread = spread
         self._lock = threading.Lock()
         self._pinned: set[int] = set()
         self._unpinned = 0
@@ -138,7 +143,7 @@ class Allocator:
             allocation = Allocation(
                 cpus=self._pick_cpus(free.cpus, cpus_needed(resources)),
                 memory=resources.memory,
-                gpus=free.gpus[: resources.gpus],
+                gpus=self._pick_gpus(free.gpus, resources.gpus),
                 custom=dict(resources.custom),
             )
             self._book(allocation)
@@ -176,6 +181,10 @@ class Allocator:
         self._gpus.update(allocation.gpus)
         self._custom.update(allocation.custom)
 
+    def _pick_gpus(self, free: tuple[str, ...], count: int) -> tuple[str, ...]:
+        start = random.randrange(len(free)) if self.spread and free else 0
+        return (free[start:] + free[:start])[:count]
+
     def _pick_cpus(self, free: tuple[int, ...], count: int) -> tuple[int, ...]:
         if count == 0:
             return ()
@@ -184,7 +193,9 @@ class Allocator:
             by_package.setdefault(self.capacity.cpu_packages.get(cpu, 0), []).append(cpu)
         fitting = [ids for ids in by_package.values() if len(ids) >= count]
         if fitting:
-            return tuple(sorted(min(fitting, key=len)[:count]))
+            ids = min(fitting, key=len)
+            start = random.randrange(len(ids)) if self.spread else 0
+            return tuple(sorted((ids + ids)[start : start + count]))
         # No socket has room: span as few sockets as possible, fullest-free first.
         chosen: list[int] = []
         for ids in sorted(by_package.values(), key=len, reverse=True):

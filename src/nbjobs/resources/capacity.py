@@ -50,8 +50,12 @@ class HostCapacity:
         }
 
 
-def detect_capacity(config: Config | None = None) -> HostCapacity:
-    """This host's capacity under `config` ([resources] custom, reserve_cpus, reserve_memory)."""
+def detect_capacity(config: Config | None = None, *, gpus: bool = True) -> HostCapacity:
+    """This host's capacity under `config` ([resources] custom, reserve_cpus, reserve_memory).
+
+    `gpus=False` skips GPU detection (it may run nvidia-smi, tens of milliseconds or
+    more) for callers that know no GPU is wanted.
+    """
     settings = (config or Config()).resources
     cpus = tuple(sorted(os.sched_getaffinity(0)))
     if settings.reserve_cpus >= len(cpus):
@@ -71,7 +75,7 @@ def detect_capacity(config: Config | None = None) -> HostCapacity:
     return HostCapacity(
         cpus=cpus,
         memory=memory - reserve,
-        gpus=detect_gpus(),
+        gpus=detect_gpus() if gpus else (),
         custom=dict(settings.custom),
         cpu_packages=_cpu_packages(cpus),
     )

@@ -12,7 +12,9 @@ with the memory controller enabled for its children:
   processes we move back and give up.
 
 `NBJOBS_CGROUP=off` turns this off (jobs get the watchdog instead);
-`NBJOBS_CGROUP=/sys/fs/cgroup/some/group` names a parent to use as is.
+`NBJOBS_CGROUP=/sys/fs/cgroup/nbjobs` names the parent (created, and memory
+enabled in it, when we may): the way out when our own group is shared with
+other processes, as under a container runtime's or a batch system's shell.
 Everything here fails soft: None means "no cgroup, use the watchdog".
 """
 
@@ -98,7 +100,14 @@ def _find_memory_parent(setting: str) -> Path | None:
     if setting.lower() in ("off", "no", "false", "0", "none"):
         return None
     if setting != "auto":
-        group = Path(setting)
+        # A parent named by an administrator: create it and enable memory in it when we may.
+        group, mount = Path(setting), cgroup2_mount()
+        if mount is None or mount not in group.parents:
+            return None
+        with contextlib.suppress(OSError):
+            group.mkdir(exist_ok=True)
+        if "memory" not in _words(group / "cgroup.subtree_control"):
+            _write(group / "cgroup.subtree_control", "+memory")
         return group if "memory" in _words(group / "cgroup.subtree_control") else None
     group = own_cgroup()
     if group is None or "memory" not in _words(group / "cgroup.controllers") | _words(group / "cgroup.subtree_control"):

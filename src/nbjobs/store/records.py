@@ -84,3 +84,16 @@ class JobRecord(BaseModel):
     queue_reason: str | None = Field(None, description="Why a queued job waits")
     not_before: datetime | None = Field(None, description="A retry waits for its backoff until then")
     git: GitRecord | None = Field(None, description="The notebook's repository; null outside one")
+
+
+class UsageRecord(BaseModel):
+    """What one finished job asked for and what its last attempt used (for `nbjobs report`)."""
+
+    job_id: int
+    name: str
+    notebook: str
+    owner: str
+    tags: list[str]
+    state: JobState
+    requested: dict[str, Any] = Field(description="The spec's resources")
+    usage: dict[str, Any] = Field(description="The last attempt's usage: summary, series, allocation")

@@ -16,10 +16,10 @@ from sqlalchemy import Engine, create_engine, event, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from nbjobs.errors import NotFound
-from nbjobs.spec import JobSpec, JobState
+from nbjobs.spec import END_STATES, JobSpec, JobState
 from nbjobs.store import models as m
 from nbjobs.store.migrate import upgrade_to_head
-from nbjobs.store.records import AttemptRecord, CellRecord, GitRecord, JobRecord, StateChange
+from nbjobs.store.records import AttemptRecord, CellRecord, GitRecord, JobRecord, StateChange, UsageRecord
 
 
 def utcnow() -> datetime:
@@ -283,6 +283,35 @@ class Store:
         if tag:
             query = query.where(m.Job.id.in_(select(m.JobTag.job_id).where(m.JobTag.tag == tag)))
         return self._records(query)
+
+    def usage(self, *, states: Sequence[JobState] = END_STATES, since: datetime | None = None) -> list[UsageRecord]:
+        """Requested resources and the last attempt's usage of every job in `states` (finished by default)."""
+        chosen = select(m.Job.id).where(m.Job.state.in_([s.value for s in states]))
+        if since is not None:
+            chosen = chosen.where(m.Job.created >= since)
+        query = (
+            select(m.Job, m.Attempt.usage)
+            .join(m.Attempt, (m.Attempt.job_id == m.Job.id) & (m.Attempt.number == m.Job.attempt))
+            .where(m.Job.id.in_(chosen))
+            .order_by(m.Job.id)
+        )
+        with self.session() as s:
+            rows = s.execute(query).all()
+            # A subquery, not a list of ids: a report may span more jobs than SQLite takes parameters.
+            tags = _group(s.execute(select(m.JobTag.job_id, m.JobTag.tag).where(m.JobTag.job_id.in_(chosen))))
+        return [
+            UsageRecord(
+                job_id=job.id,
+                name=job.name,
+                notebook=job.notebook,
+                owner=job.owner,
+                tags=sorted(tags.get(job.id, [])),
+                state=JobState(job.state),
+                requested=job.spec.get("resources", {}),
+                usage=usage or {},
+            )
+            for job, usage in rows
+        ]
 
     def _records(self, query: Any) -> list[JobRecord]:
         with self.session() as s:
