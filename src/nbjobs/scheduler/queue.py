@@ -67,18 +67,22 @@ class JobQueue:
             insort(entries, entry)
 
     def extend(self, jobs: Iterable[QueuedJob]) -> None:
-        """Add many jobs at once: one sort per touched group instead of one insort per job."""
-        touched: set[Group] = set()
+        """Add many jobs at once: appended, then one sort per group they left out of order."""
+        unsorted: set[Group] = set()
         for job in jobs:
             if job.id in self._jobs:
                 raise ValueError(f"job {job.id} is already queued")
             self._jobs[job.id] = job
             self._count(job.request, 1)
             group = (job.user, job.pool)
-            self._groups.setdefault(group, []).append((*self.order_key(job), job))
-            touched.add(group)
-        for group in touched:
-            self._groups[group].sort(key=lambda entry: entry[:3])
+            entries = self._groups.setdefault(group, [])
+            entry = (*self.order_key(job), job)
+            if entries and entry < entries[-1]:
+                unsorted.add(group)
+            entries.append(entry)
+        for group in unsorted:
+            # Entries differ by id before the job itself is ever compared.
+            self._groups[group].sort()
 
     def remove(self, job_id: int) -> QueuedJob:
         """Take a job out (started, cancelled, or being re-queued); KeyError if it is not here."""
