@@ -96,26 +96,34 @@ class Plan:
 
 
 class Ledger:
-    """Free resources and running counts, from the running jobs, updated as a pass starts jobs."""
+    """Free resources and running counts, from the running jobs, updated as a pass starts jobs.
+
+    Built on every pass, so built lean: counts per user or pool only when such a
+    limit exists, and the list of expected ends only when a reservation needs it.
+    """
 
     def __init__(self, now: float, capacity: Counts, running: Iterable[RunningJob], limits: Limits) -> None:
         self.now = now
         self.limits = limits
         self.total = Free.of(capacity)
-        self.free = Free.of(capacity)
+        self.running = list(running)
+        self.started: list[QueuedJob] = []
+        # Summed inline: this loop runs over every running job on every pass.
+        cpus, memory, gpus, custom = 0.0, 0, 0, dict(capacity.custom)
+        for job in self.running:
+            request = job.request
+            cpus += request.cpus
+            memory += request.memory
+            gpus += request.gpus
+            for name, count in request.custom.items():
+                custom[name] = custom.get(name, 0) - count
+        self.free = Free(capacity.cpus - cpus, capacity.memory - memory, capacity.gpus - gpus, custom)
         self.user_running: Counter[str | None] = Counter()
         self.pool_running: Counter[str | None] = Counter()
-        # (expected end, request, user, pool) of everything that holds resources, for reservations.
-        self.holders: list[tuple[float, Counts, str | None, str | None]] = []
-        for job in running:
-            self._hold(job.expected_end, job.request, job.user, job.pool)
-
-    def _hold(self, end: float, request: Counts, user: str | None, pool: str | None) -> None:
-        self.free.take(request)
-        self.user_running[user] += 1
-        self.pool_running[pool] += 1
-        # A job past its bound is being stopped right now; it frees nothing earlier than now.
-        self.holders.append((max(end, self.now), request, user, pool))
+        if limits.per_user_running is not None:
+            self.user_running.update(job.user for job in self.running)
+        if limits.pools:
+            self.pool_running.update(job.pool for job in self.running)
 
     def user_at_limit(self, user: str | None) -> bool:
         limit = self.limits.per_user_running
@@ -129,7 +137,19 @@ class Ledger:
         return self.total.covers(request)
 
     def start(self, job: QueuedJob) -> None:
-        self._hold(self.now + job.time_bound, job.request, job.user, job.pool)
+        self.free.take(job.request)
+        self.user_running[job.user] += 1
+        self.pool_running[job.pool] += 1
+        self.started.append(job)
+
+    def _expected_ends(self) -> list[tuple[float, Counts, str | None, str | None]]:
+        """(expected end, request, user, pool) of everything that holds resources, soonest first."""
+        # A job past its bound is being stopped right now; it frees nothing earlier than now.
+        now = self.now
+        ends = [(max(job.expected_end, now), job.request, job.user, job.pool) for job in self.running]
+        ends.extend((now + job.time_bound, job.request, job.user, job.pool) for job in self.started)
+        ends.sort(key=lambda end: end[0])
+        return ends
 
     def plan(self, job: QueuedJob) -> Plan | None:
         """The earliest time `job` can start, with what is left over then; None if it never fits.
@@ -142,8 +162,9 @@ class Ledger:
         user_limit = self.limits.per_user_running if job.user is not None else None
         pool_limit = self.limits.pools.get(job.pool) if job.pool is not None else None
         avail = self.free.copy()
-        user_alive = self.user_running[job.user]
-        pool_alive = self.pool_running[job.pool]
+        holders = self._expected_ends()
+        user_alive = sum(1 for _, _, user, _ in holders if user == job.user) if user_limit is not None else 0
+        pool_alive = sum(1 for _, _, _, pool in holders if pool == job.pool) if pool_limit is not None else 0
 
         def can_start() -> bool:
             return (
@@ -152,7 +173,6 @@ class Ledger:
                 and avail.covers(need)
             )
 
-        holders = sorted(self.holders, key=lambda holder: holder[0])
         start = self.now if can_start() else math.inf
         index = 0
         while start == math.inf and index < len(holders):

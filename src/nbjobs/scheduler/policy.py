@@ -141,7 +141,8 @@ class Policy:
         free = ledger.free
         looked_at = 0
         scan = queue.scan()
-        for job in scan:
+        # With a standing reservation and nothing queued fitting what is free, there is nothing to try.
+        for job in scan if head is None or free.covers(smallest) else ():
             if job.id == decided:
                 continue
             if limited and (ledger.user_at_limit(job.user) or ledger.pool_at_limit(job.pool)):

@@ -6,8 +6,8 @@ is at its limit the pass drops that whole group in one step instead of
 stepping over each of its jobs: a user with a 50,000-job sweep at the per-user
 limit costs the next pass one heap pop, not 50,000 skips.
 
-Adding a job is a bisect (an append in the usual case: newer jobs go last);
-removing one is a bisect and a list delete. Nothing here is ever re-sorted as a
+Adding a job is an append in the usual case (newer jobs go last), else a
+bisect insert; removing one is a bisect and a list delete. Nothing here is ever re-sorted as a
 whole, not even with aging: see `JobQueue.order_key`.
 """
 
@@ -41,6 +41,7 @@ class JobQueue:
         self._jobs: dict[int, QueuedJob] = {}
         self._groups: dict[Group, list[Entry]] = {}
         self._smallest = (_Minimum(), _Minimum(), _Minimum())  # cpus, memory, gpus
+        self._smallest_request = Counts()
         self.extend(jobs)
 
     def order_key(self, job: QueuedJob) -> tuple[float, float, int]:
@@ -67,22 +68,8 @@ class JobQueue:
             insort(entries, entry)
 
     def extend(self, jobs: Iterable[QueuedJob]) -> None:
-        """Add many jobs at once: appended, then one sort per group they left out of order."""
-        unsorted: set[Group] = set()
         for job in jobs:
-            if job.id in self._jobs:
-                raise ValueError(f"job {job.id} is already queued")
-            self._jobs[job.id] = job
-            self._count(job.request, 1)
-            group = (job.user, job.pool)
-            entries = self._groups.setdefault(group, [])
-            entry = (*self.order_key(job), job)
-            if entries and entry < entries[-1]:
-                unsorted.add(group)
-            entries.append(entry)
-        for group in unsorted:
-            # Entries differ by id before the job itself is ever compared.
-            self._groups[group].sort()
+            self.add(job)
 
     def remove(self, job_id: int) -> QueuedJob:
         """Take a job out (started, cancelled, or being re-queued); KeyError if it is not here."""
@@ -110,8 +97,11 @@ class JobQueue:
         When even this does not fit what is free, no queued job can start: a
         pass can stop there instead of looking at jobs one by one.
         """
-        cpus, memory, gpus = self._smallest
-        return Counts(cpus=cpus.value, memory=int(memory.value), gpus=int(gpus.value))
+        cpus, memory, gpus = (minimum.value for minimum in self._smallest)
+        cached = self._smallest_request
+        if (cpus, memory, gpus) != (cached.cpus, cached.memory, cached.gpus):  # rare: built only on change
+            self._smallest_request = Counts(cpus=cpus, memory=int(memory), gpus=int(gpus))
+        return self._smallest_request
 
     def get(self, job_id: int) -> QueuedJob | None:
         return self._jobs.get(job_id)
