@@ -225,6 +225,20 @@ def test_limit_reached_within_one_pass() -> None:
     assert reason(decision, queue, 5) == "pool gpu-shared at its limit 1"
 
 
+def test_a_limited_users_backlog_is_skipped_in_one_step() -> None:
+    policy = Policy(Limits(per_user_running=1), depth=5)
+    backlog = [job(n, user="alice", submitted=n) for n in range(1, 5001)]
+    queue = JobQueue([*backlog, job(9999, user="bob", submitted=9999)])
+    scan = queue.scan()
+    looked_at = [next(iter(scan)).id]
+    scan.skip_group()
+    looked_at.extend(j.id for j in scan)
+    assert looked_at == [1, 9999]  # alice's other 4,999 jobs are never visited
+    decision = policy.decide(0, queue, [running(0, user="alice")], HOST)
+    assert ids(decision) == [9999]
+    assert reason(decision, queue, 4000) == "user alice at the per-user limit 1"
+
+
 def test_limited_job_does_not_take_the_reservation() -> None:
     policy = Policy(Limits(pools={"gpu-shared": 4}))
     busy = [running(n, 1, end=100, pool="gpu-shared") for n in range(1, 5)]

@@ -160,13 +160,15 @@ class QueueScan:
     """
 
     def __init__(self, groups: Iterable[list[Entry]]) -> None:
-        self._groups = list(groups)
         self._skip = False
+        self._walk = self._steps(list(groups))
 
     def __iter__(self) -> Iterator[QueuedJob]:
+        return self._walk  # one walk: iterating again continues it
+
+    def _steps(self, groups: list[list[Entry]]) -> Iterator[QueuedJob]:
         # A generator rather than __next__: resuming a frame is the cheapest step
         # Python offers, and a pass takes hundreds of steps.
-        groups = self._groups
         heap = [(entries[0], number, 0) for number, entries in enumerate(groups)]
         heapq.heapify(heap)
         while heap:
