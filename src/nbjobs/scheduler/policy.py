@@ -32,8 +32,8 @@ So a pass never walks the whole queue:
 - like Slurm's `bf_max_job_test`, a pass looks at no more than `depth` jobs that
   stay waiting (default 100). Jobs past it are not tried in this pass: a hole
   that only a job deep in the queue would fill stays empty until a later pass
-  (utilisation traded for a bounded pass; bench/bench_policy.py measures both:
-  going from 25 to 400 changed utilisation by about one point);
+  (utilisation traded for a bounded pass: in bench/RESULTS.md, depth 400
+  instead of 25 gains under one point of utilisation for ~3-6x the CPU per job);
 - a pass stops as soon as not even the smallest queued request fits what is
   free (the queue keeps that minimum as jobs come and go);
 - identical requests are tested once per pass: free amounts (and what the
