@@ -4,11 +4,11 @@ Jobs are filed by (user, pool) group, each group a list sorted by order key.
 A pass walks the groups merged through a small heap, so when a user or a pool
 is at its limit the pass drops that whole group in one step instead of
 stepping over each of its jobs: a user with a 50,000-job sweep at the per-user
-limit costs the next pass one heap pop, not 50,000 skips.
+limit costs the next pass one heap pop (per pool), not 50,000 skips.
 
 Adding a job is an append in the usual case (newer jobs go last), else a
-bisect insert; removing one is a bisect and a list delete. Nothing here is ever re-sorted as a
-whole, not even with aging: see `JobQueue.order_key`.
+bisect insert; removing one is a bisect and a list delete. Nothing here is
+ever re-sorted as a whole, not even with aging: see `JobQueue.order_key`.
 """
 
 from __future__ import annotations
