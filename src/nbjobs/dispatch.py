@@ -25,17 +25,25 @@ from nbjobs.backends.base import Backend, Launch
 from nbjobs.config import Settings
 from nbjobs.lifecycle import conclude_attempt
 from nbjobs.notebook.runner import RunOutcome
+from nbjobs.queue_mirror import QueueMirror
 from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.allocator import Allocator
+from nbjobs.resources.capacity import HostCapacity
+from nbjobs.scheduler import Counts, Decision, Limits, Policy, RunningJob
 from nbjobs.spec import JobSpec, JobState
 from nbjobs.store import Store
-from nbjobs.store.models import Job
 from nbjobs.store.repository import utcnow
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
 PASS_INTERVAL = 1.0  # also how soon a retry's backoff is noticed to have passed
+
+
+def host_counts(capacity: HostCapacity) -> Counts:
+    return Counts(
+        cpus=len(capacity.cpus), memory=capacity.memory, gpus=len(capacity.gpus), custom=dict(capacity.custom)
+    )
 
 
 def server_identity() -> str:
@@ -51,6 +59,11 @@ class Dispatcher:
         self.backend = backend
         self.identity = server_identity()
         self.allocations: dict[int, Allocation] = {}
+        self.running: dict[int, RunningJob] = {}
+        self.mirror = QueueMirror(settings.config.scheduler)
+        self.policy = Policy(Limits.from_config(settings.config.scheduler))
+        self.capacity = host_counts(allocator.capacity)
+        self.last_decision: Decision | None = None
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -93,46 +106,49 @@ class Dispatcher:
     async def pass_once(self) -> None:
         if self._stopping:
             return
-        start, reasons = self._decide()
-        for job, allocation in start:
+        now = utcnow()
+        reasons = self.mirror.sync(self.store, now)
+        decision = self.policy.decide(now.timestamp(), self.mirror.queue, self.running.values(), self.capacity)
+        self.last_decision = decision
+        for job in decision.start:
+            entry = self.mirror.entries[job.id]
+            allocation = self.allocator.try_allocate(entry.resources)
+            if allocation is None:  # the policy counts, the allocator books ids: rarely, they disagree
+                self.mirror.queue.add(job)
+                reasons[job.id] = self.allocator.shortfall(entry.resources) or "waiting for resources"
+                continue
             claimed = self.store.transition(
                 job.id,
                 JobState.STARTING,
                 None,
                 expect=(JobState.QUEUED,),
-                attempt=job.attempt + 1,
+                attempt=entry.attempt + 1,
                 lease_owner=self.identity,
-                lease_expires=utcnow() + timedelta(seconds=LEASE_SECONDS),
+                lease_expires=now + timedelta(seconds=LEASE_SECONDS),
                 queue_reason=None,
                 not_before=None,
             )
+            self.mirror.forget(job.id)
             if not claimed:  # cancelled or taken by another server meanwhile
                 self.allocator.release(allocation)
                 continue
             self.allocations[job.id] = allocation
-            await self.backend.start(Launch(job.id, job.attempt + 1, job.spec, allocation))  # row read before claim
+            self.running[job.id] = RunningJob.started(job, now.timestamp())
+            await self.backend.start(Launch(job.id, entry.attempt + 1, entry.spec, allocation))
+        reasons.update((job_id, reason.message) for job_id, reason in decision.reasons.items())
         self.store.set_queue_reasons(reasons)
 
-    def _decide(self) -> tuple[list[tuple[Job, Allocation]], dict[int, str]]:
-        """Which queued jobs start now (with their allocations), and why the others wait."""
-        now = utcnow()
-        start: list[tuple[Job, Allocation]] = []
-        reasons: dict[int, str] = {}
-        for job in sorted(self.store.queued(), key=lambda j: (-j.priority, j.id)):
-            if job.not_before is not None and job.not_before > now:
-                reasons[job.id] = f"waiting to retry until {job.not_before.astimezone():%H:%M:%S}"
-                continue
-            resources = JobSpec.model_validate(job.spec).resources
-            allocation = self.allocator.try_allocate(resources)
-            if allocation is None:
-                reasons[job.id] = self.allocator.shortfall(resources) or "waiting for resources"
-                continue
-            start.append((job, allocation))
-        return start, reasons
+    def reason_for(self, job_id: int) -> str | None:
+        """Why a queued job waits, as of the last pass (computed on demand for jobs it did not look at)."""
+        entry = self.mirror.entries.get(job_id)
+        if entry is None or self.last_decision is None or job_id not in self.mirror.queue:
+            return None
+        return self.last_decision.reason_for(entry.job).message
 
     async def on_finished(self, launch: Launch, result: AttemptResult, paths: AttemptPaths | None) -> None:
         spec = JobSpec.model_validate(launch.spec)
         conclude_attempt(self.store, spec, launch.job_id, launch.attempt, result, paths)
+        self.running.pop(launch.job_id, None)
         allocation = self.allocations.pop(launch.job_id, None)
         if allocation is not None:
             self.allocator.release(allocation)

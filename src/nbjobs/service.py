@@ -129,7 +129,13 @@ class JobService:
             for r in self.store.list(states=[JobState.STARTING, JobState.RUNNING], limit=10_000)
         ]
         waiting = [
-            {"id": r.id, "name": r.name, "owner": r.owner, "priority": r.priority, "reason": r.queue_reason}
+            {
+                "id": r.id,
+                "name": r.name,
+                "owner": r.owner,
+                "priority": r.priority,
+                "reason": self.dispatcher.reason_for(r.id) or r.queue_reason,
+            }
             for r in reversed(self.store.list(states=[JobState.QUEUED], limit=10_000))
         ]
         return {

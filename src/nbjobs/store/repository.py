@@ -241,6 +241,20 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(m.Job).where(m.Job.state == JobState.QUEUED.value).order_by(m.Job.id)))
 
+    def queued_ids(self) -> list[tuple[int, datetime | None]]:
+        """(id, not_before) of every queued job: cheap enough to read on every dispatcher pass."""
+        with self.session() as s:
+            rows = s.execute(select(m.Job.id, m.Job.not_before).where(m.Job.state == JobState.QUEUED.value))
+            return [(job_id, not_before) for job_id, not_before in rows]
+
+    def jobs_by_id(self, ids: Sequence[int]) -> list[m.Job]:
+        """Job rows (detached, read-only use), in batches to keep each IN list short."""
+        rows: list[m.Job] = []
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                rows += s.scalars(select(m.Job).where(m.Job.id.in_(ids[start : start + 500])))
+        return rows
+
     def active(self) -> list[m.Job]:
         """Jobs starting or running, on any server."""
         active = [JobState.STARTING.value, JobState.RUNNING.value]
