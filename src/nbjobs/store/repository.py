@@ -224,7 +224,9 @@ class Store:
     def queued(self) -> list[m.Job]:
         """Jobs waiting in the queue, oldest first (detached rows: read-only use)."""
         with self.session() as s:
-            return list(s.scalars(select(m.Job).where(m.Job.state == JobState.QUEUED.value).order_by(m.Job.id)))
+            # Held jobs (upstreams unfinished, sweep at its max-parallel) wait for a gate, not the policy.
+            query = select(m.Job).where(m.Job.state == JobState.QUEUED.value, m.Job.hold.is_(None))
+            return list(s.scalars(query.order_by(m.Job.id)))
 
     def active(self) -> list[m.Job]:
         """Jobs starting or running, on any server."""
@@ -356,4 +358,8 @@ def _to_record(
         idempotency_key=job.idempotency_key,
         queue_reason=job.queue_reason,
         not_before=job.not_before,
+        run_id=job.run_id,
+        task=job.task,
+        sweep_id=job.sweep_id,
+        sweep_index=job.sweep_index,
     )
