@@ -25,6 +25,7 @@ from nbjobs.backends.base import Backend, Launch
 from nbjobs.config import Settings
 from nbjobs.lifecycle import conclude_attempt
 from nbjobs.notebook.runner import RunOutcome
+from nbjobs.pipelines.gate import QueueGate
 from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.allocator import Allocator
 from nbjobs.spec import JobSpec, JobState
@@ -51,6 +52,7 @@ class Dispatcher:
         self.backend = backend
         self.identity = server_identity()
         self.allocations: dict[int, Allocation] = {}
+        self.gate = QueueGate(store)  # holds jobs back by dependencies and sweep limits, before the policy
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -93,6 +95,8 @@ class Dispatcher:
     async def pass_once(self) -> None:
         if self._stopping:
             return
+        if self.gate.pass_once().ended:  # skipped jobs: wake whoever waits on them
+            await self.notify()
         start, reasons = self._decide()
         for job, allocation in start:
             claimed = self.store.transition(

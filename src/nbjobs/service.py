@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from nbjobs.config import Settings
 from nbjobs.dispatch import Dispatcher
 from nbjobs.errors import Conflict, InvalidInput
+from nbjobs.pipelines.submit import submit_dependent
 from nbjobs.prepare import prepare
 from nbjobs.resources.allocator import Allocator
 from nbjobs.spec import JobSpec, JobState
@@ -53,7 +54,10 @@ class JobService:
         spec = self.validate(data)
         if spec.idempotency_key and (existing := self.store.find_by_idempotency_key(spec.idempotency_key)):
             return self.store.get(existing), False
-        job_id = self.store.create_job(spec, owner=owner, host=self.host)
+        if spec.depends_on:  # held until its upstreams allow it (see nbjobs.pipelines.gate)
+            job_id = submit_dependent(self, spec, owner)
+        else:
+            job_id = self.store.create_job(spec, owner=owner, host=self.host)
         self.dispatcher.wake()
         return self.store.get(job_id), True
 
