@@ -160,24 +160,18 @@ def print_sweeps(sweeps: Sequence[dict[str, Any]]) -> None:
 
 
 def print_schedules(schedules: Sequence[dict[str, Any]]) -> None:
+    """One block per schedule: what it runs, then when and how (narrow terminals keep it readable)."""
     if not schedules:
         out.print("No schedules. Add one with `nbjobs schedule add NAME --notebook NB --cron '0 6 * * *'`.")
         return
-    table = _table("name", "kind", "cron", "zone", "next fire", "overlap", "catch-up", "last", "note")
     for s in schedules:
-        nxt = "paused" if s["paused"] else _time(s["next_fire_at"])
+        out.print(f"[bold]{escape(s['name'])}[/]  {s['kind']}: {escape(str(s['target']))}")
+        when = "[magenta]paused[/]" if s["paused"] else f"next {_time(s['next_fire_at'])}"
+        out.print(
+            f"  cron {escape(s['cron'])!r} {s['timezone']} · {when} · overlap {s['overlap']} · catch-up {s['catch_up']}"
+        )
         last = (
-            f"job {s['last_job_id']}" if s["last_job_id"] else (f"run {s['last_run_id']}" if s["last_run_id"] else "-")
+            f"job {s['last_job_id']}" if s["last_job_id"] else (f"run {s['last_run_id']}" if s["last_run_id"] else "")
         )
-        table.add_row(
-            escape(s["name"]),
-            f"{s['kind']}: {escape(str(s['target']))}",
-            escape(s["cron"]),
-            s["timezone"],
-            nxt,
-            s["overlap"],
-            s["catch_up"],
-            last,
-            escape(s["last_note"] or ""),
-        )
-    out.print(table)
+        if last or s["last_note"]:
+            out.print(f"  last: {last or '-'} {escape(s['last_note'] or '')}")
