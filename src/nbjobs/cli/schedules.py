@@ -53,7 +53,13 @@ def add_schedule(
     from nbjobs.client import Client
     from nbjobs.errors import InvalidInput
 
-    body: dict[str, Any] = {"name": schedule_name, "cron": cron, "timezone": timezone, "overlap": overlap, "catch_up": catch_up}
+    body: dict[str, Any] = {
+        "name": schedule_name,
+        "cron": cron,
+        "timezone": timezone,
+        "overlap": overlap,
+        "catch_up": catch_up,
+    }
     if (notebook is None) == (pipeline_file is None):
         raise InvalidInput("Give exactly one of --notebook NOTEBOOK and --pipeline FILE.")
     if pipeline_file is not None:
