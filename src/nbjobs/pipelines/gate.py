@@ -14,6 +14,7 @@ policy never sees it. Each dispatcher pass, the gate:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from nbjobs.store import gates as q
 from nbjobs.store.batch import HOLD_SWEEP
 
 log = logging.getLogger(__name__)
+FULL_SYNC_SECONDS = 60.0  # how often the gate reloads every held job instead of following events
 
 
 @dataclass
@@ -47,6 +49,10 @@ class QueueGate:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._definitions: dict[int, tuple[Pipeline, dict[str, Any]]] = {}  # run id -> (pipeline, params)
+        self._held: dict[int, q.HeldJob] = {}  # held jobs as last seen, with their upstreams' states
+        self._below: dict[int, set[int]] = {}  # upstream id -> held jobs waiting on it
+        self._last_event = 0
+        self._synced_at = -math.inf
         self.total_seconds = 0.0  # time spent in passes, for the pipeline benchmark
 
     def pass_once(self) -> GateOutcome:
@@ -62,16 +68,11 @@ class QueueGate:
     # ------------------------------------------------------------ dependencies
 
     def _dependencies(self, outcome: GateOutcome) -> None:
-        held = q.held_for_dependencies(self.store)
-        if not held:
-            return
-        below: dict[int, list[int]] = {}  # upstream id -> held jobs waiting on it
-        for job in held.values():
-            for ups in job.groups.values():
-                for up in ups:
-                    below.setdefault(up.job_id, []).append(job.id)
+        """Evaluate the held jobs whose upstreams changed since the last pass (all, on a full sync)."""
+        dirty = self._sync()
+        held = self._held
         reasons: dict[int, str] = {}
-        todo = list(held)
+        todo = list(dirty)
         while todo:
             job = held.get(todo.pop())
             if job is None:
@@ -83,9 +84,9 @@ class QueueGate:
             decision = dag.evaluate(groups_)
             if decision.verdict is dag.Verdict.WAIT:
                 if decision.reason != job.queue_reason:
-                    reasons[job.id] = decision.reason or ""
+                    reasons[job.id] = job.queue_reason = decision.reason or ""
                 continue
-            del held[job.id]
+            self._forget(job.id)
             reasons.pop(job.id, None)
             if decision.verdict is dag.Verdict.RELEASE:
                 ended_as = self._release(job)
@@ -99,14 +100,67 @@ class QueueGate:
                     continue
             outcome.ended.append(job.id)
             # Jobs below see the end in this same pass, so a skip runs down a chain at once.
-            for waiter in below.get(job.id, ()):
-                if waiter in held:
-                    for ups in held[waiter].groups.values():
-                        for up in ups:
-                            if up.job_id == job.id:
-                                up.state, up.reason = state, reason
-                    todo.append(waiter)
+            todo.extend(self._upstream_changed(job.id, state, reason))
         q.set_reasons(self.store, reasons)
+
+    def _sync(self) -> set[int]:
+        """Bring the held jobs up to date; the ids to evaluate.
+
+        Incremental: the state events recorded since the last pass say which
+        upstreams changed (and which jobs were queued held), so a pass costs what
+        changed, not what waits. A full reload now and then heals anything missed
+        (on PostgreSQL, an event committed out of id order).
+        """
+        now = time.monotonic()
+        if now - self._synced_at > FULL_SYNC_SECONDS:
+            self._last_event = q.last_event_id(self.store)  # before the reload: nothing falls between
+            self._held = q.held_for_dependencies(self.store)
+            self._below = {}
+            for job in self._held.values():
+                self._index(job)
+            self._synced_at = now
+            return set(self._held)
+        events = q.events_since(self.store, self._last_event)
+        if not events:
+            return set()
+        self._last_event = events[-1][0]
+        dirty: set[int] = set()
+        queued = []
+        for _, job_id, state, reason in events:
+            if state is JobState.QUEUED:
+                if job_id not in self._held:
+                    queued.append(job_id)  # new, requeued (repair) or retried: held or not, we'll see
+            elif job_id in self._held:
+                self._forget(job_id)  # claimed, cancelled or ended by someone else
+            dirty.update(self._upstream_changed(job_id, state, reason))
+        if queued:
+            for job in q.held_for_dependencies(self.store, queued).values():
+                self._held[job.id] = job
+                self._index(job)
+                dirty.add(job.id)
+        return dirty
+
+    def _index(self, job: q.HeldJob) -> None:
+        for ups in job.groups.values():
+            for up in ups:
+                self._below.setdefault(up.job_id, set()).add(job.id)
+
+    def _forget(self, job_id: int) -> None:
+        job = self._held.pop(job_id, None)
+        if job is not None:
+            for ups in job.groups.values():
+                for up in ups:
+                    self._below.get(up.job_id, set()).discard(job_id)
+
+    def _upstream_changed(self, job_id: int, state: JobState, reason: str | None) -> list[int]:
+        """Record an upstream's new state in the held jobs below it; those jobs."""
+        waiters = [w for w in self._below.get(job_id, ()) if w in self._held]
+        for waiter in waiters:
+            for ups in self._held[waiter].groups.values():
+                for up in ups:
+                    if up.job_id == job_id:
+                        up.state, up.reason = state, reason
+        return waiters
 
     def _release(self, job: q.HeldJob) -> tuple[JobState, str] | None:
         """Let a job go; (state, reason) if it ended instead (a reference could not be filled)."""
@@ -133,19 +187,19 @@ class QueueGate:
         refs = [r for v in template.values() for r in dag.find_references(v) if r.source != dag.PARAMS_SOURCE]
         if not refs:
             return None
-        tasks = {t.task: t for t in groups.run_tasks(self.store, run_id) if t.task}
+        tasks = q.task_results(self.store, run_id, sorted({r.source for r in refs}))
 
         def lookup(ref: dag.Reference) -> Any:
             if ref.source == dag.PARAMS_SOURCE:
                 return dag.follow_path(run_params[ref.name], ref)
-            upstream = tasks[ref.source]
-            if ref.name not in upstream.results:
-                recorded = ", ".join(sorted(upstream.results)) or "nothing"
+            state, results = tasks[ref.source]
+            if ref.name not in results:
+                recorded = ", ".join(sorted(results)) or "nothing"
                 raise KeyError(
-                    f"{ref.text}: {ref.source} ({upstream.state.value}) recorded no result {ref.name!r} "
+                    f"{ref.text}: {ref.source} ({state.value}) recorded no result {ref.name!r} "
                     f"(it recorded: {recorded})"
                 )
-            return dag.follow_path(upstream.results[ref.name], ref)
+            return dag.follow_path(results[ref.name], ref)
 
         params = {name: dag.resolve(value, lookup) for name, value in template.items()}
         spec = dict(q.job_spec(self.store, job_id))

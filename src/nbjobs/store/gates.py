@@ -41,8 +41,24 @@ class HeldJob:
     groups: dict[RunIf, list[UpstreamRow]] = field(default_factory=dict)
 
 
-def held_for_dependencies(store: Store) -> dict[int, HeldJob]:
-    """Every queued job held for its dependencies, with how its upstreams stand now."""
+def last_event_id(store: Store) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.max(m.StateEvent.id))) or 0
+
+
+def events_since(store: Store, after: int) -> list[tuple[int, int, JobState, str | None]]:
+    """State changes (event id, job id, state, reason) recorded after event `after`, in order."""
+    query = (
+        select(m.StateEvent.id, m.StateEvent.job_id, m.StateEvent.state, m.StateEvent.reason)
+        .where(m.StateEvent.id > after)
+        .order_by(m.StateEvent.id)
+    )
+    with store.session() as s:
+        return [(i, job, JobState(state), reason) for i, job, state, reason in s.execute(query)]
+
+
+def held_for_dependencies(store: Store, only: list[int] | None = None) -> dict[int, HeldJob]:
+    """Queued jobs held for their dependencies (all, or those in `only`), with how their upstreams stand."""
     job, up = aliased(m.Job), aliased(m.Job)
     query = (
         select(
@@ -62,6 +78,8 @@ def held_for_dependencies(store: Store) -> dict[int, HeldJob]:
         .where(job.hold == HOLD_DEPENDENCIES, job.state == JobState.QUEUED.value)
         .order_by(job.id, up.id)
     )
+    if only is not None:
+        query = query.where(job.id.in_(only))
     held: dict[int, HeldJob] = {}
     with store.session() as s:
         for jid, qreason, run_id, task, sweep_id, run_if, uid, uname, ustate, ureason in s.execute(query):
@@ -70,13 +88,14 @@ def held_for_dependencies(store: Store) -> dict[int, HeldJob]:
                 entry = held[jid] = HeldJob(jid, qreason, run_id, task, sweep_id)
             entry.groups.setdefault(RunIf(run_if), []).append(UpstreamRow(uid, uname, JobState(ustate), ureason))
         # A job held for dependencies but without edges (its upstreams were deleted): nothing to wait for.
-        orphans = s.scalars(
-            select(m.Job.id).where(
-                m.Job.hold == HOLD_DEPENDENCIES,
-                m.Job.state == JobState.QUEUED.value,
-                ~exists().where(m.JobDependency.job_id == m.Job.id),
-            )
+        orphan_query = select(m.Job.id).where(
+            m.Job.hold == HOLD_DEPENDENCIES,
+            m.Job.state == JobState.QUEUED.value,
+            ~exists().where(m.JobDependency.job_id == m.Job.id),
         )
+        if only is not None:
+            orphan_query = orphan_query.where(m.Job.id.in_(only))
+        orphans = s.scalars(orphan_query)
         for jid in orphans:
             held[jid] = HeldJob(jid, None, None, None, None)
     return held
@@ -92,6 +111,13 @@ def release(store: Store, job_id: int, *, hold: str | None, reason: str | None, 
             m.Job.id == job_id, m.Job.state == JobState.QUEUED.value, m.Job.hold == HOLD_DEPENDENCIES
         )
         return s.execute(stmt.values(**values)).rowcount == 1
+
+
+def task_results(store: Store, run_id: int, tasks: list[str]) -> dict[str, tuple[JobState, dict[str, Any]]]:
+    """State and results of some tasks of a run (only the columns needed)."""
+    query = select(m.Job.task, m.Job.state, m.Job.results).where(m.Job.run_id == run_id, m.Job.task.in_(tasks))
+    with store.session() as s:
+        return {task: (JobState(state), results or {}) for task, state, results in s.execute(query)}
 
 
 def job_spec(store: Store, job_id: int) -> dict[str, Any]:
