@@ -25,6 +25,7 @@ from nbjobs.backends.base import Backend, Launch
 from nbjobs.config import Settings
 from nbjobs.lifecycle import conclude_attempt
 from nbjobs.notebook.runner import RunOutcome
+from nbjobs.pipelines.gate import QueueGate
 from nbjobs.queue_mirror import QueueMirror
 from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.allocator import Allocator
@@ -64,6 +65,7 @@ class Dispatcher:
         self.policy = Policy(Limits.from_config(settings.config.scheduler))
         self.capacity = host_counts(allocator.capacity)
         self.last_decision: Decision | None = None
+        self.gate = QueueGate(store)  # holds jobs back by dependencies and sweep limits, before the policy
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +108,8 @@ class Dispatcher:
     async def pass_once(self) -> None:
         if self._stopping:
             return
+        if self.gate.pass_once().ended:  # skipped jobs: wake whoever waits on them
+            await self.notify()
         now = utcnow()
         reasons = self.mirror.sync(self.store, now)
         decision = self.policy.decide(now.timestamp(), self.mirror.queue, self.running.values(), self.capacity)

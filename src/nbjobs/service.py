@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from nbjobs.config import Settings
 from nbjobs.dispatch import Dispatcher
 from nbjobs.errors import Conflict, InvalidInput
+from nbjobs.pipelines.submit import submit_dependent
 from nbjobs.prepare import prepare
 from nbjobs.resources.allocator import Allocator
 from nbjobs.spec import JobSpec, JobState
@@ -35,7 +36,11 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
 
-    def validate(self, data: dict[str, Any] | JobSpec) -> tuple[JobSpec, dict[str, Any] | None]:
+    def validate(self, data: dict[str, Any] | JobSpec) -> JobSpec:
+        """A full check of a spec, as at submit: the spec as it will be stored."""
+        return self.check(data)[0]
+
+    def check(self, data: dict[str, Any] | JobSpec) -> tuple[JobSpec, dict[str, Any] | None]:
         """A full check of a spec, as at submit: the spec as stored, and its repository's state."""
         try:
             spec = data if isinstance(data, JobSpec) else JobSpec.model_validate(data)
@@ -59,10 +64,13 @@ class JobService:
 
     def submit(self, data: dict[str, Any] | JobSpec, owner: str) -> tuple[JobRecord, bool]:
         """Queue a job; (record, created). An idempotency key seen before returns the first job."""
-        spec, git = self.validate(data)
+        spec, git = self.check(data)
         if spec.idempotency_key and (existing := self.store.find_by_idempotency_key(spec.idempotency_key)):
             return self.store.get(existing), False
-        job_id = self.store.create_job(spec, owner=owner, host=self.host, vcs=git)
+        if spec.depends_on:  # held until its upstreams allow it (see nbjobs.pipelines.gate)
+            job_id = submit_dependent(self, spec, owner)
+        else:
+            job_id = self.store.create_job(spec, owner=owner, host=self.host, vcs=git)
         self.dispatcher.wake()
         return self.store.get(job_id), True
 

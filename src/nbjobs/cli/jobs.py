@@ -81,9 +81,14 @@ def inspect(notebook: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("kind", required=False, default="job", type=click.Choice(["job"]))
+@click.argument("kind", required=False, default="job", type=click.Choice(["job", "pipeline"]))
 def schema(kind: str) -> None:
-    """Print the JSON Schema of a job spec (for editors and validators)."""
+    """Print the JSON Schema of a job spec or a pipeline file (for editors and validators)."""
+    if kind == "pipeline":
+        from nbjobs.pipelines.model import pipeline_schema
+
+        click.echo(json.dumps(pipeline_schema(), indent=2))
+        return
     from nbjobs.spec import job_schema
 
     click.echo(json.dumps(job_schema(), indent=2))

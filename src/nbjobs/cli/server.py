@@ -37,13 +37,20 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("notebook", type=str)
+@click.argument("notebook", type=str, required=False)
 @spec_options
+@click.option("--batch", "batch_file", help="JSON Lines file, one job spec per line: all are queued, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
-def submit(notebook: str, as_json: bool, **flags: Any) -> None:
-    """Queue NOTEBOOK on the server and print its job id at once."""
+def submit(notebook: str | None, batch_file: str | None, as_json: bool, **flags: Any) -> None:
+    """Queue NOTEBOOK on the server and print its job id at once (or every spec of --batch FILE)."""
     from nbjobs.client import Client
     from nbjobs.prepare import load_spec
+
+    if batch_file is not None:  # spec flags given with --batch apply to every line
+        from nbjobs.cli.batch import submit_batch_file
+
+        submit_batch_file(batch_file, notebook, flags, as_json)
+        return
 
     spec, _ = load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
     with Client() as client:

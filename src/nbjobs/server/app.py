@@ -124,4 +124,7 @@ def create_app(service: JobService, token: str) -> FastAPI:
     def queue(_: User) -> dict[str, Any]:
         return service.queue()
 
+    from nbjobs.server.groups import groups_router  # imported here: it uses this module's `User`
+
+    app.include_router(groups_router(service))  # pipelines, sweeps, schedules, batch submit
     return app

@@ -17,6 +17,7 @@ from nbjobs.backends.local import LocalBackend
 from nbjobs.config import Settings
 from nbjobs.dispatch import Dispatcher
 from nbjobs.errors import InvalidInput
+from nbjobs.pipelines.schedules import ScheduleLoop, ScheduleService
 from nbjobs.resources.allocator import Allocator
 from nbjobs.resources.capacity import detect_capacity
 from nbjobs.server.app import create_app
@@ -71,6 +72,8 @@ async def serve(settings: Settings, host: str, port: int, *, announce: bool = Tr
     app = create_app(service, token)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     await dispatcher.start()
+    schedules = ScheduleLoop(ScheduleService(service))  # fires due schedules into the queue
+    await schedules.start()
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started and not serving.done():
@@ -88,6 +91,7 @@ async def serve(settings: Settings, host: str, port: int, *, announce: bool = Tr
         await serving
     finally:
         (settings.home / SERVER_FILE).unlink(missing_ok=True)
+        await schedules.stop()
         await dispatcher.stop()
         store.close()
         lock.close()

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0003_vcs"
+HEAD = "0004_pipelines"
 
 
 def alembic_config() -> Any:

@@ -59,6 +59,20 @@ class Job(Base):
     cancel_requested: Mapped[str | None] = mapped_column(Text)
     # The notebook's repository: commit, branch, remote, dirty files (nbjobs.vcs.RepoState.as_record()).
     vcs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Groups a job may belong to (see nbjobs.pipelines): a pipeline run's task, a sweep's element.
+    # `hold` keeps a queued job away from the queue policy until a gate lets it go:
+    # "dependencies" until its upstreams have ended, "sweep" while its sweep is at max-parallel.
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    task: Mapped[str | None] = mapped_column(String(128))
+    sweep_id: Mapped[int | None] = mapped_column(Integer)
+    sweep_index: Mapped[int | None] = mapped_column(Integer)
+    hold: Mapped[str | None] = mapped_column(String(20))
+
+    __table_args__ = (
+        Index("ix_jobs_run_state", "run_id", "state"),
+        Index("ix_jobs_sweep_state", "sweep_id", "state"),
+        Index("ix_jobs_hold", "hold"),
+    )
 
 
 class JobTag(Base):
@@ -107,3 +121,75 @@ class Cell(Base):
     status: Mapped[str] = mapped_column(String(20))
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
+
+
+class JobDependency(Base):
+    """An edge of the job graph: `job_id` waits for `upstream_id` under `run_if`."""
+
+    __tablename__ = "job_dependencies"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    upstream_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    run_if: Mapped[str] = mapped_column(String(20))
+
+    __table_args__ = (Index("ix_job_dependencies_upstream", "upstream_id"),)
+
+
+class PipelineRun(Base):
+    """One execution of a pipeline: its definition as run, its parameters, its own state."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(30), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    pipeline: Mapped[dict[str, Any]]  # the validated definition, notebook paths absolute
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str | None] = mapped_column(Text)  # the pipeline file, when there was one
+    schedule_id: Mapped[int | None] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    cancel_requested: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime]
+    ended: Mapped[datetime | None]
+
+
+class Sweep(Base):
+    """Jobs made from one notebook and a grid (or zip) of parameter values."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    notebook: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(100))
+    axes: Mapped[dict[str, Any]]  # parameter name -> its values, in the order given
+    mode: Mapped[str] = mapped_column(String(10))  # grid | zip
+    size: Mapped[int] = mapped_column(Integer)
+    max_parallel: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[datetime]
+
+
+class Schedule(Base):
+    """A stored definition that creates a job or a pipeline run on a cron expression."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))  # notebook | pipeline
+    target: Mapped[dict[str, Any]]  # {"spec": ...} or {"pipeline": ..., "params": ..., "source": ...}
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    overlap: Mapped[str] = mapped_column(String(10))  # skip | queue | allow
+    catch_up: Mapped[str] = mapped_column(String(10))  # none | latest | all
+    paused: Mapped[bool] = mapped_column(default=False)
+    # Compare-and-set on this column is what makes one fire happen once, whatever fires it.
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fire_at: Mapped[datetime | None]
+    last_job_id: Mapped[int | None] = mapped_column(Integer)
+    last_run_id: Mapped[int | None] = mapped_column(Integer)
+    last_note: Mapped[str | None] = mapped_column(Text)  # what the last due time did (fired, skipped, ...)
+    created: Mapped[datetime]

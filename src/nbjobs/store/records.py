@@ -84,6 +84,10 @@ class JobRecord(BaseModel):
     queue_reason: str | None = Field(None, description="Why a queued job waits")
     not_before: datetime | None = Field(None, description="A retry waits for its backoff until then")
     git: GitRecord | None = Field(None, description="The notebook's repository; null outside one")
+    run_id: int | None = Field(None, description="The pipeline run this job is a task of")
+    task: str | None = Field(None, description="Its task name in that run")
+    sweep_id: int | None = Field(None, description="The sweep this job is an element of")
+    sweep_index: int | None = Field(None, description="Its position in that sweep")
 
 
 class UsageRecord(BaseModel):

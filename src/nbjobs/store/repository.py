@@ -239,12 +239,16 @@ class Store:
     def queued(self) -> list[m.Job]:
         """Jobs waiting in the queue, oldest first (detached rows: read-only use)."""
         with self.session() as s:
-            return list(s.scalars(select(m.Job).where(m.Job.state == JobState.QUEUED.value).order_by(m.Job.id)))
+            # Held jobs (upstreams unfinished, sweep at its max-parallel) wait for a gate, not the policy.
+            query = select(m.Job).where(m.Job.state == JobState.QUEUED.value, m.Job.hold.is_(None))
+            return list(s.scalars(query.order_by(m.Job.id)))
 
     def queued_ids(self) -> list[tuple[int, datetime | None]]:
         """(id, not_before) of every queued job: cheap enough to read on every dispatcher pass."""
         with self.session() as s:
-            rows = s.execute(select(m.Job.id, m.Job.not_before).where(m.Job.state == JobState.QUEUED.value))
+            # Held jobs (upstreams unfinished, sweep at its max-parallel) wait for a gate, not the policy.
+            query = select(m.Job.id, m.Job.not_before).where(m.Job.state == JobState.QUEUED.value, m.Job.hold.is_(None))
+            rows = s.execute(query)
             return [(job_id, not_before) for job_id, not_before in rows]
 
     def jobs_by_id(self, ids: Sequence[int]) -> list[m.Job]:
@@ -415,4 +419,8 @@ def _to_record(
         queue_reason=job.queue_reason,
         not_before=job.not_before,
         git=GitRecord.model_validate(job.vcs) if job.vcs else None,
+        run_id=job.run_id,
+        task=job.task,
+        sweep_id=job.sweep_id,
+        sweep_index=job.sweep_index,
     )
