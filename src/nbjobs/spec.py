@@ -260,6 +260,26 @@ class Schedule(_Model):
         return zone
 
 
+WEBHOOK_EVENTS = ("started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost")
+WebhookEvent = Literal[
+    "started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost"
+]
+
+
+class Webhook(_Model):
+    """A URL that gets a signed JSON POST when the job starts or ends (see the README's Webhooks)."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000, description="http(s) URL to POST to")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: ["succeeded", "failed", "timed_out"],
+        min_length=1,
+        description="started, or the end states to report",
+    )
+
+
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
 class JobSpec(_Model):
     """One notebook execution request. Every field is optional except the notebook."""
 
@@ -284,6 +304,10 @@ class JobSpec(_Model):
     schedule: Schedule | None = None
     allow_errors: bool = Field(False, description="Keep running after a cell raises")
     allow_unknown_params: bool = Field(False, description="Inject parameters the notebook does not declare")
+    secrets: list[SecretName] = Field(
+        default_factory=list, max_length=100, description="The owner's secrets the kernel gets as environment variables"
+    )
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20, description="Notified on start and end")
 
     @field_validator("tags")
     @classmethod

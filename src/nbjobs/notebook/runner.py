@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,8 +106,10 @@ class NotebookRunner:
         output_path: Path,
         emit: EventSink,
         limits: RunLimits,
+        redact: Callable[[NotebookNode], NotebookNode] | None = None,
     ) -> None:
         self.nb = nb
+        self.redact = redact  # applied to the copy that is saved (secret values out)
         self.kernel = kernel
         self.output_path = output_path
         self.emit = emit
@@ -139,7 +142,7 @@ class NotebookRunner:
 
     def save(self) -> None:
         self._client.dirty = False
-        save_notebook(self.nb, self.output_path)
+        save_notebook(self.redact(self.nb) if self.redact else self.nb, self.output_path)
 
     async def _autosave(self) -> None:
         while True:

@@ -105,3 +105,6 @@ class Cell(Base):
     status: Mapped[str] = mapped_column(String(20))
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
+
+
+from nbjobs.store import people_models as people_models  # noqa: E402  (registers the 0004_people tables)
