@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +22,7 @@ from nbjobs.resources.allocator import Allocator
 from nbjobs.resources.capacity import detect_capacity
 from nbjobs.server.app import create_app
 from nbjobs.server.auth import local_token, token_path
+from nbjobs.server.people import People
 from nbjobs.service import JobService
 from nbjobs.store import Store
 
@@ -55,7 +57,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(settings: Settings, host: str, port: int, *, announce: bool = True) -> None:
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    announce: bool = True,
+    on_ready: Callable[[str, JobService, People], Awaitable[None]] | None = None,
+) -> None:
+    """Run until stopped; `on_ready(url, service, people)` runs once the server listens (e.g. `nbjobs demo`)."""
     lock = lock_home(settings.home)
     store = Store(settings.db_url)
     allocator = Allocator(detect_capacity(settings.config))
@@ -64,12 +74,16 @@ async def serve(settings: Settings, host: str, port: int, *, announce: bool = Tr
     async def on_finished(*args):  # type: ignore[no-untyped-def]
         await dispatcher.on_finished(*args)
 
-    backend = LocalBackend(settings, store, on_finished)
+    people = People.create(store, settings.home)  # users, event stream, secrets, webhooks, metrics
+    backend = LocalBackend(settings, store, on_finished, job_events=people.hub.job_sink, secrets=people.vault.for_job)
     dispatcher = Dispatcher(settings, store, allocator, backend)
     service = JobService(settings, store, allocator, dispatcher)
     token = local_token(settings.home)
-    app = create_app(service, token)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    app = create_app(service, token, people)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    config.timeout_graceful_shutdown = 3  # open event streams never end by themselves
+    server = uvicorn.Server(config)
+    await people.start()
     await dispatcher.start()
     serving = asyncio.create_task(server.serve())
     try:
@@ -83,11 +97,15 @@ async def serve(settings: Settings, host: str, port: int, *, announce: bool = Tr
                 print(f"nbjobs server at {url}  (store: {settings.db_url})", flush=True)
                 print(f"capacity: {allocator.capacity.describe()}", flush=True)
                 print(f"token: {token_path(settings.home)}", flush=True)
+                print(f"dashboard: {url}/ui", flush=True)
                 if not is_loopback(host):
                     print(f"WARNING: listening on {host} without TLS: put it behind a TLS proxy.", flush=True)
+            if on_ready is not None:
+                await on_ready(url, service, people)
         await serving
     finally:
         (settings.home / SERVER_FILE).unlink(missing_ok=True)
         await dispatcher.stop()
+        await people.stop()
         store.close()
         lock.close()
