@@ -106,7 +106,9 @@ class Vault:
         with self.store.session() as s:
             user_id = self._user_id(s, user_name)
             rows = dict(
-                s.execute(select(Secret.name, Secret.value).where(Secret.user_id == user_id, Secret.name.in_(names)))
+                s.execute(
+                    select(Secret.name, Secret.value).where(Secret.user_id == user_id, Secret.name.in_(names))
+                ).all()
             )
         missing = [n for n in names if n not in rows]
         if missing:
