@@ -201,6 +201,8 @@ class Outputs(_Model):
     def _known_fields(cls, template: str | None) -> str | None:
         if template is None:
             return None
+        if "\x00" in template:
+            raise ValueError("must not contain a NUL character")
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         except ValueError as exc:
@@ -313,6 +315,14 @@ class JobSpec(_Model):
     @classmethod
     def _unique_tags(cls, tags: list[str]) -> list[str]:
         return list(dict.fromkeys(tags))
+
+    @field_validator("notebook", "name", "kernel", "cwd")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # A NUL byte cannot be in a path or a process argument: refuse it here, not deep in os calls.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
     @property
     def display_name(self) -> str:
