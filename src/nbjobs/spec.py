@@ -262,6 +262,8 @@ class Schedule(_Model):
         return zone
 
 
+# http(s), a host name or IPv4 address, an optional port and path: no user info, no IPv6 literal.
+WEBHOOK_URL = r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?(/[\x21-\x7e]*)?$"
 WEBHOOK_EVENTS = ("started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost")
 WebhookEvent = Literal[
     "started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost"
@@ -271,7 +273,7 @@ WebhookEvent = Literal[
 class Webhook(_Model):
     """A URL that gets a signed JSON POST when the job starts or ends (see the README's Webhooks)."""
 
-    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000, description="http(s) URL to POST to")
+    url: str = Field(pattern=WEBHOOK_URL, max_length=2000, description="http(s) URL to POST to")
     events: list[WebhookEvent] = Field(
         default_factory=lambda: ["succeeded", "failed", "timed_out"],
         min_length=1,

@@ -13,7 +13,7 @@ from nbjobs.errors import InvalidInput
 from nbjobs.server.access import AdminUser, CurrentUser, visible_job
 from nbjobs.server.events import EventFilter, last_event_id, sse_response
 from nbjobs.server.vault import check_secret_name
-from nbjobs.spec import WebhookEvent
+from nbjobs.spec import WEBHOOK_URL, WebhookEvent
 
 router = APIRouter()
 JobId = Annotated[int, Path(ge=1, le=2**62, description="A job id")]
@@ -38,7 +38,7 @@ class SecretValue(_Body):
 
 
 class NewWebhook(_Body):
-    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)
+    url: str = Field(pattern=WEBHOOK_URL, max_length=2000)
     events: list[WebhookEvent] = Field(default_factory=lambda: ["succeeded", "failed", "timed_out"], min_length=1)
 
 

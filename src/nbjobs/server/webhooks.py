@@ -58,7 +58,10 @@ def allowed_hosts() -> set[str] | None:
 
 def check_url(url: str, field: str = "url") -> None:
     hosts = allowed_hosts()
-    host = (urlsplit(url).hostname or "").lower()
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError as exc:
+        raise InvalidInput(f"`{field}` is not a valid URL: {exc}.") from None
     if hosts is not None and host not in hosts:
         raise InvalidInput(
             f"`{field}` points to {host!r}, which this server does not send webhooks to "
