@@ -9,6 +9,13 @@ function csrf() {
   return document.querySelector('meta[name="csrf-token"]').content;
 }
 
+function when(iso) {
+  // The same shape as the server's pages: YYYY-MM-DD HH:MM:SS, local time.
+  const d = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
 function setBadge(el, state) {
   el.className = el.className.replace(/\bstate-\S+/g, "").trim() + " state-" + state;
   el.textContent = state;
@@ -60,7 +67,7 @@ function jobPage(body) {
       reason.textContent = e.reason || "";
       const row = history.insertRow();
       row.innerHTML = "<td></td><td><span class='badge'></span></td><td></td><td></td>";
-      row.cells[0].textContent = new Date(e.at).toLocaleString();
+      row.cells[0].textContent = when(e.at);
       setBadge(row.cells[1].firstChild, e.state);
       row.cells[2].textContent = e.attempt;
       row.cells[3].textContent = e.reason || "";
