@@ -92,7 +92,10 @@ async def serve(
         if server.started:
             bound = server.servers[0].sockets[0].getsockname()
             url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
-            (settings.home / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}), encoding="utf-8")
+            # Atomically: a client polling for the file must never read it half written.
+            announced = settings.home / f".{SERVER_FILE}.{os.getpid()}"
+            announced.write_text(json.dumps({"url": url, "pid": os.getpid()}), encoding="utf-8")
+            os.replace(announced, settings.home / SERVER_FILE)
             if announce:
                 print(f"nbjobs server at {url}  (store: {settings.db_url})", flush=True)
                 print(f"capacity: {allocator.capacity.describe()}", flush=True)
