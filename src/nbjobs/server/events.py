@@ -236,6 +236,11 @@ class EventHub:
             self._base = self._recent_ids[drop - 1]
             del self._recent[:drop], self._recent_ids[:drop]
 
+    def close_streams(self) -> None:
+        """End every open event stream (at shutdown: they never end by themselves)."""
+        self.closed = True
+        self._wake()
+
     def _wake(self) -> None:
         woken, self._new = self._new, asyncio.Event()
         woken.set()

@@ -86,6 +86,7 @@ async def serve(
     await people.start()
     await dispatcher.start()
     serving = asyncio.create_task(server.serve())
+    closing = asyncio.create_task(people.close_streams_on_exit(server))
     try:
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
@@ -107,6 +108,7 @@ async def serve(
                 await on_ready(url, service, people)
         await serving
     finally:
+        closing.cancel()
         (settings.home / SERVER_FILE).unlink(missing_ok=True)
         await dispatcher.stop()
         await people.stop()

@@ -8,10 +8,11 @@ hub's writer and close webhook deliveries.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
@@ -85,6 +86,12 @@ class People:
 
     async def start(self) -> None:
         self.hub.start()
+
+    async def close_streams_on_exit(self, server: Any) -> None:
+        """Wait for uvicorn to begin its shutdown, then end the event streams so it need not wait for them."""
+        while not server.should_exit:
+            await asyncio.sleep(0.2)
+        self.hub.close_streams()
 
     async def stop(self) -> None:
         await self.webhooks.close()
