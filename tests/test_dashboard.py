@@ -111,3 +111,30 @@ def test_pages_render_for_a_real_job_and_the_queue(notebook, start_server):
     queue = admin.get("/ui/queue").text
     assert "Capacity" in queue and "Nothing runs." in queue
     assert "Pipeline runs" in admin.get("/ui/pipelines").text
+
+
+def test_demo_starts_the_server_with_example_jobs_and_prints_how_to_log_in(home):
+    """What `make run` uses: the dashboard's URL and a working token on standard output."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "NBJOBS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "nbjobs.cli", "demo", "--port", "0"]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("Log in with this token:") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = next(line for line in lines if line.startswith("Dashboard:")).split()[1]
+        token = lines[-1].split(":", 1)[1].strip()
+        api = Api(url.removesuffix("/ui"), token)
+        assert api.get("/ui").status_code == 200
+        assert sorted(j["name"] for j in api.get("/api/jobs").json()) == ["demo-1", "demo-2", "demo-3"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
