@@ -14,7 +14,7 @@ import copy
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest
 from nbjobs.notebook.results import collect_results
 from nbjobs.notebook.runner import NotebookRunner, RunLimits, RunOutcome, prepare_for_run
 from nbjobs.prepare import PreparedJob
+from nbjobs.redact import Redactor
 from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.enforce import Enforcement, kill_tree
 from nbjobs.resources.gpus import FAKE_PREFIX
@@ -109,6 +110,7 @@ class Attempt:
         on_kernel: Callable[[int | None], None] | None = None,
         allocation: Allocation | None = None,
         sample_interval: float = 1.0,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.prepared = prepared
         self.allocation = allocation
@@ -120,6 +122,10 @@ class Attempt:
         self.emit = emit
         self.on_state = on_state or (lambda _state: None)
         self.on_kernel = on_kernel or (lambda _pid: None)
+        # The kernel gets the secrets as environment variables; their values are redacted from
+        # everything the attempt leaves: log, events, output notebook, HTML, results, reason.
+        self.secrets = dict(secrets or {})
+        self.redactor = Redactor(self.secrets)
         self.runner: NotebookRunner | None = None
         self._task: asyncio.Task[AttemptResult] | None = None
         self._stop: tuple[JobState, str] | None = None
@@ -150,7 +156,7 @@ class Attempt:
                 kernel_name=self.prepared.kernel.name,
                 cwd=self.prepared.cwd,
                 kernel_log=self.paths.folder / "kernel.log",
-                env=kernel_env(self.prepared, self.job_id, self.number, self.paths),
+                env=kernel_env(self.prepared, self.job_id, self.number, self.paths) | self.secrets,
                 allocation=self.allocation,
                 cgroup=enforcement.cgroup,
                 address_space=enforcement.address_space,
@@ -166,7 +172,8 @@ class Attempt:
             enforcement.attach(kernel.pid)
             self._start_monitor(kernel, enforcement)
             self.on_state(JobState.RUNNING)
-            outcome = await self._execute(kernel, fan_out([log, self.emit]), started_at)
+            outcome = await self._execute(kernel, self.redactor.sink(fan_out([log, self.emit])), started_at)
+            outcome = RunOutcome(outcome.state, self.redactor.text(outcome.reason), outcome.failed_cell)
         finally:
             log.close()
             if self.monitor is not None:
@@ -177,9 +184,9 @@ class Attempt:
                     await asyncio.shield(kernel.kill())
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.to_thread(enforcement.close))
-        results = collect_results(self.runner.nb) if self.runner else {}
+        results = self.redactor.value(collect_results(self.runner.nb)) if self.runner else {}
         if "html" in self.prepared.spec.outputs.formats and self.runner is not None:
-            await asyncio.to_thread(write_html, self.runner.nb, self.paths.html)
+            await asyncio.to_thread(write_html, self.redactor.notebook(self.runner.nb), self.paths.html)
         return self._result(outcome, results, list_artifacts(self.paths.artifacts))
 
     def _result(
@@ -254,7 +261,10 @@ class Attempt:
             started_at=started_at,
             allow_errors=spec.allow_errors,
         )
-        self.runner = NotebookRunner(nb, kernel, self.paths.output, emit, limits, explain=self._explain_end)
+        redact = self.redactor.notebook if self.redactor else None
+        self.runner = NotebookRunner(
+            nb, kernel, self.paths.output, emit, limits, explain=self._explain_end, redact=redact
+        )
         if self._stop:
             self.runner.request_stop(*self._stop)
         try:

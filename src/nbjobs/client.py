@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -63,18 +65,44 @@ class Client:
                 f"No nbjobs server answers at {self.url}. Start one with `nbjobs server` "
                 "(in another terminal, or in the background: `nbjobs server &`), or set NBJOBS_URL."
             ) from None
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            error = {404: NotFound, 409: Conflict}.get(response.status_code, InvalidInput)
-            if response.status_code == 401:
-                detail = f"The server at {self.url} refused the token ({detail}); set NBJOBS_TOKEN to a valid one."
-            raise error(str(detail))
+        self._raise_for_status(response)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        error = {404: NotFound, 409: Conflict}.get(response.status_code, InvalidInput)
+        if response.status_code == 401:
+            detail = f"The server at {self.url} refused the token ({detail}); set NBJOBS_TOKEN to a valid one."
+        raise error(str(detail))
+
+    def events(self, path: str, *, reconnect_for: float = 30.0) -> Iterator[dict[str, Any]]:
+        """Server-Sent Events from `path` as dicts (`id`, `kind`, ...); a dropped connection is resumed
+        with Last-Event-ID, so no event is missed or repeated; gives up after `reconnect_for` seconds without one."""
+        last: str | None = None
+        down_since: float | None = None
+        while True:
+            headers = {"Last-Event-ID": last} if last is not None else {}
+            try:
+                with self.http.stream("GET", path, headers=headers, timeout=httpx.Timeout(10.0, read=60.0)) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        self._raise_for_status(r)
+                    down_since = None
+                    for event in parse_sse(r.iter_lines()):
+                        last = str(event["id"])
+                        yield event
+            except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > reconnect_for:
+                    raise NoServer(f"Lost the event stream from {self.url} ({exc}).") from None
+                time.sleep(1.0)
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/api/jobs", json=spec)
@@ -90,3 +118,15 @@ class Client:
 
     def run(self, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         return self.request("POST", "/api/run", json={"spec": spec, "timeout": timeout}, timeout=timeout + 30)
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Events of a text/event-stream whose data is JSON; comments (keep-alives) and retry hints are skipped."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))

@@ -209,6 +209,8 @@ class Outputs(_Model):
     def _known_fields(cls, template: str | None) -> str | None:
         if template is None:
             return None
+        if "\x00" in template:
+            raise ValueError("must not contain a NUL character")
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         except ValueError as exc:
@@ -288,6 +290,28 @@ class Schedule(_Model):
         return zone
 
 
+# http(s), a host name or IPv4 address, an optional port and path: no user info, no IPv6 literal.
+WEBHOOK_URL = r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?(/[\x21-\x7e]*)?$"
+WEBHOOK_EVENTS = ("started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost")
+WebhookEvent = Literal[
+    "started", "succeeded", "failed", "timed_out", "kernel_died", "memory_exceeded", "cancelled", "lost"
+]
+
+
+class Webhook(_Model):
+    """A URL that gets a signed JSON POST when the job starts or ends (see the README's Webhooks)."""
+
+    url: str = Field(pattern=WEBHOOK_URL, max_length=2000, description="http(s) URL to POST to")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: ["succeeded", "failed", "timed_out"],
+        min_length=1,
+        description="started, or the end states to report",
+    )
+
+
+SecretName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
 class JobSpec(_Model):
     """One notebook execution request. Every field is optional except the notebook."""
 
@@ -327,11 +351,23 @@ class JobSpec(_Model):
         ),
     )
     require_clean: bool = Field(False, description="Refuse to run from a repository with uncommitted changes")
+    secrets: list[SecretName] = Field(
+        default_factory=list, max_length=100, description="The owner's secrets the kernel gets as environment variables"
+    )
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20, description="Notified on start and end")
 
     @field_validator("tags")
     @classmethod
     def _unique_tags(cls, tags: list[str]) -> list[str]:
         return list(dict.fromkeys(tags))
+
+    @field_validator("notebook", "name", "kernel", "cwd")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # A NUL byte cannot be in a path or a process argument: refuse it here, not deep in os calls.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
     @property
     def display_name(self) -> str:

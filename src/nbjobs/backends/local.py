@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 
 from nbjobs.attempt import Attempt, AttemptPaths, AttemptResult
 from nbjobs.backends.base import Backend, FinishedCallback, Launch
@@ -33,12 +34,16 @@ class LocalBackend(Backend):
         on_finished: FinishedCallback,
         provider: KernelProvider | None = None,
         events: EventSink | None = None,
+        job_events: Callable[[Launch], EventSink] | None = None,
+        secrets: Callable[[int, JobSpec], dict[str, str]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.on_finished = on_finished
         self.provider = provider or PlainProvider()
         self.events = events
+        self.job_events = job_events  # a sink per launch, for consumers that need the job id (event stream)
+        self.secrets = secrets  # the secret values a job's spec names (InvalidInput when one is gone)
         self.host = socket.gethostname()
         self._attempts: dict[int, Attempt] = {}
         self._cancelled: dict[int, str] = {}  # cancel requests that came before the attempt existed
@@ -52,6 +57,7 @@ class LocalBackend(Backend):
         try:
             try:
                 prepared = prepare(JobSpec.model_validate(launch.spec), settings=self.settings)
+                secrets = self.secrets(launch.job_id, prepared.spec) if self.secrets else {}
             except InvalidInput as exc:  # e.g. the notebook was deleted after submit
                 result = AttemptResult(RunOutcome(JobState.FAILED, f"could not start: {exc}"))
             else:
@@ -65,11 +71,18 @@ class LocalBackend(Backend):
                     number=launch.attempt,
                     paths=paths,
                     provider=self.provider,
-                    emit=fan_out([StoreRecorder(self.store, launch.job_id, launch.attempt), self.events]),
+                    emit=fan_out(
+                        [
+                            StoreRecorder(self.store, launch.job_id, launch.attempt),
+                            self.events,
+                            self.job_events(launch) if self.job_events else None,
+                        ]
+                    ),
                     on_state=state_recorder(self.store, launch.job_id),
                     on_kernel=lambda pid: self.store.set_attempt_pid(launch.job_id, launch.attempt, pid),
                     allocation=launch.allocation,
                     sample_interval=self.settings.config.resources.sample_interval,
+                    secrets=secrets,
                 )
                 self._attempts[launch.job_id] = attempt
                 try:

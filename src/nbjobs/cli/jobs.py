@@ -132,8 +132,13 @@ def show(job_id: int, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id", type=int)
 @click.option("--attempt", type=int, help="Attempt number (default: the latest).")
-def logs(job_id: int, attempt: int | None) -> None:
+@click.option("-f", "--follow", is_flag=True, help="Follow it live from the server until the job ends.")
+def logs(job_id: int, attempt: int | None, follow: bool) -> None:
     """Print a job's stdout/stderr log."""
+    if follow:
+        from nbjobs.cli.follow import follow_logs
+
+        sys.exit(follow_logs(job_id))
     with _store() as store:
         record = store.get(job_id)
     chosen = record.attempts[-1] if attempt is None and record.attempts else None

@@ -112,8 +112,10 @@ class NotebookRunner:
         emit: EventSink,
         limits: RunLimits,
         explain: ExplainEnd | None = None,
+        redact: Callable[[NotebookNode], NotebookNode] | None = None,
     ) -> None:
         self.nb = nb
+        self.redact = redact  # applied to the copy that is saved (secret values out)
         self.kernel = kernel
         self.output_path = output_path
         self.emit = emit
@@ -148,7 +150,7 @@ class NotebookRunner:
 
     def save(self) -> None:
         self._client.dirty = False
-        save_notebook(self.nb, self.output_path)
+        save_notebook(self.redact(self.nb) if self.redact else self.nb, self.output_path)
 
     async def _autosave(self) -> None:
         while True:

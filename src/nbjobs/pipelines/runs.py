@@ -143,6 +143,7 @@ class PipelineService:
             {
                 "id": run.id,
                 "name": run.name,
+                "owner": run.owner,
                 "state": run.state,
                 "reason": run.reason,
                 "created": run.created,

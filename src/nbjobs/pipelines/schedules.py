@@ -119,6 +119,7 @@ class ScheduleService:
         return {
             "id": row.id,
             "name": row.name,
+            "owner": row.owner,
             "kind": row.kind,
             "target": target,
             "cron": row.cron,

@@ -148,6 +148,7 @@ class SweepService:
         return {
             "id": sweep.id,
             "name": sweep.name,
+            "owner": sweep.owner,
             "notebook": sweep.notebook,
             "mode": sweep.mode,
             "size": sweep.size,
@@ -160,7 +161,15 @@ class SweepService:
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         return [
-            {"id": w.id, "name": w.name, "size": w.size, "mode": w.mode, "created": w.created, "counts": counts}
+            {
+                "id": w.id,
+                "name": w.name,
+                "owner": w.owner,
+                "size": w.size,
+                "mode": w.mode,
+                "created": w.created,
+                "counts": counts,
+            }
             for w, counts in groups.list_sweeps(self.store, limit)
         ]
 

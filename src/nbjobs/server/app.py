@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI). Every route needs the bearer token.
+"""The HTTP API (FastAPI). Every route needs a token (or a dashboard session):
+see nbjobs.server.access; a user sees and acts on their own jobs, an admin on all.
 
 Errors are JSON `{"detail": "<one paragraph>"}`: 400 invalid input, 401 no or a
 wrong token, 404 unknown id, 409 a request the job's state does not allow,
@@ -7,35 +8,27 @@ wrong token, 404 unknown id, 409 a request the job's state does not allow,
 
 from __future__ import annotations
 
-import getpass
-import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from nbjobs import __version__
 from nbjobs.errors import Conflict, InvalidInput, NotFound
+from nbjobs.server.access import CurrentUser as User
+from nbjobs.server.access import visible_job
 from nbjobs.service import JobService
 from nbjobs.spec import JobSpec, JobState
 from nbjobs.store import JobRecord
 
-bearer = HTTPBearer(auto_error=False)
+if TYPE_CHECKING:
+    from nbjobs.server.people import People
 
-
-def current_user(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """The user the bearer token belongs to; 401 without a valid one."""
-    token: str = request.app.state.token
-    if creds is None or not secrets.compare_digest(creds.credentials.encode(), token.encode()):
-        raise HTTPException(401, "A valid bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
-    return request.app.state.owner
-
-
-User = Annotated[str, Depends(current_user)]
+JobId = Annotated[int, PathParam(ge=1, le=2**62, description="A job id")]
 
 
 class RunRequest(BaseModel):
@@ -43,11 +36,15 @@ class RunRequest(BaseModel):
     timeout: float = Field(600.0, gt=0, le=86_400, description="Seconds to wait for the end")
 
 
-def create_app(service: JobService, token: str) -> FastAPI:
+def create_app(service: JobService, token: str, people: People | None = None) -> FastAPI:
+    from nbjobs.server.people import People
+
     app = FastAPI(title="nbjobs", version=__version__, summary="Run Jupyter notebooks as jobs")
     app.state.service = service
-    app.state.token = token
-    app.state.owner = getpass.getuser()  # the local token belongs to the user running the server
+    if people is None:
+        people = People.create(service.store, service.settings.home)
+    people.ensure_admin(token)  # the local token belongs to the first admin, named after the OS user
+    people.install(app, service)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -66,6 +63,8 @@ def create_app(service: JobService, token: str) -> FastAPI:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err.get("loc", ())[1:]) or "body"
+            if err.get("type") == "json_invalid":  # the location is a character offset, not a field
+                field = "body"
             problems.append(f"`{field}`: {err.get('msg', 'invalid').removeprefix('Value error, ')}")
         return JSONResponse({"detail": "Invalid request: " + "; ".join(problems) + "."}, status_code=422)
 
@@ -75,41 +74,51 @@ def create_app(service: JobService, token: str) -> FastAPI:
 
     @app.post("/api/jobs", status_code=201, response_model=JobRecord)
     def submit(spec: JobSpec, who: User) -> Any:
-        record, created = service.submit(spec, who)
+        people.check_spec(spec, who)
+        record, created = service.submit(spec, who.name)
         if not created:
             return JSONResponse(record.model_dump(mode="json"), status_code=200)
         return record
 
     @app.get("/api/jobs", response_model=list[JobRecord])
     def list_jobs(
-        _: User,
+        who: User,
         state: Annotated[list[JobState] | None, Query()] = None,
-        name: str | None = None,
-        tag: str | None = None,
+        name: Annotated[str | None, Query(max_length=200)] = None,
+        tag: Annotated[str | None, Query(max_length=100)] = None,
+        owner: Annotated[str | None, Query(max_length=100, description="An admin's filter")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        before: Annotated[int | None, Query(ge=1, le=2**62, description="Only ids below this (keyset paging)")] = None,
     ) -> Any:
-        return service.store.list(states=state or [], name=name, tag=tag, limit=limit, offset=offset)
+        """Your jobs (an admin's: everyone's, or `owner`'s), newest first."""
+        owner = owner if who.is_admin else who.name
+        return service.store.list(
+            states=state or [], name=name, tag=tag, limit=limit, offset=offset, owner=owner, before=before
+        )
 
     @app.get("/api/jobs/{job_id}", response_model=JobRecord)
-    def get_job(job_id: int, _: User) -> Any:
-        return service.store.get(job_id)
+    def get_job(job_id: JobId, who: User) -> Any:
+        return visible_job(service.store, job_id, who)
 
     @app.post("/api/jobs/{job_id}/cancel", response_model=JobRecord)
-    async def cancel(job_id: int, _: User) -> Any:
+    async def cancel(job_id: JobId, who: User) -> Any:
+        visible_job(service.store, job_id, who)
         return await service.cancel(job_id)
 
     @app.post("/api/jobs/{job_id}/retry", response_model=JobRecord)
-    def retry(job_id: int, _: User) -> Any:
+    def retry(job_id: JobId, who: User) -> Any:
+        visible_job(service.store, job_id, who)
         return service.retry(job_id)
 
     @app.get("/api/jobs/{job_id}/wait", response_model=JobRecord)
-    async def wait(job_id: int, _: User, timeout: Annotated[float, Query(gt=0, le=300)] = 30.0) -> Any:
+    async def wait(job_id: JobId, who: User, timeout: Annotated[float, Query(gt=0, le=300)] = 30.0) -> Any:
+        visible_job(service.store, job_id, who)
         return await service.wait(job_id, timeout)
 
     @app.get("/api/jobs/{job_id}/log", response_class=PlainTextResponse)
-    def job_log(job_id: int, _: User, attempt: Annotated[int | None, Query(ge=1)] = None) -> str:
-        record = service.store.get(job_id)
+    def job_log(job_id: JobId, who: User, attempt: Annotated[int | None, Query(ge=1, le=1000)] = None) -> str:
+        record = visible_job(service.store, job_id, who)
         chosen = [a for a in record.attempts if attempt is None or a.number == attempt]
         if not chosen or not chosen[-1].log or not Path(chosen[-1].log).exists():
             raise NotFound(f"Job {job_id} has no log {'for that attempt ' if attempt else ''}yet.")
@@ -118,7 +127,8 @@ def create_app(service: JobService, token: str) -> FastAPI:
     @app.post("/api/run", response_model=JobRecord)
     async def run_and_wait(body: RunRequest, who: User) -> Any:
         """Run a job and answer with its record (state, results) once it has ended."""
-        return await service.run_and_wait(body.spec, who, body.timeout)
+        people.check_spec(body.spec, who)
+        return await service.run_and_wait(body.spec, who.name, body.timeout)
 
     @app.get("/api/queue")
     def queue(_: User) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0004_pipelines"
+HEAD = "0005_people"
 
 
 def alembic_config() -> Any:

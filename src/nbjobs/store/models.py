@@ -193,3 +193,6 @@ class Schedule(Base):
     last_run_id: Mapped[int | None] = mapped_column(Integer)
     last_note: Mapped[str | None] = mapped_column(Text)  # what the last due time did (fired, skipped, ...)
     created: Mapped[datetime]
+
+
+from nbjobs.store import people_models as people_models  # noqa: E402  (registers the 0004_people tables)

@@ -11,7 +11,7 @@ of work costs milliseconds per statement, which the pipeline benchmark showed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,13 @@ class Store:
         self.engine = make_engine(url)
         upgrade_to_head(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # Told of every state change once it is committed: (job id, state, reason, attempt).
+        # The server's event stream, webhooks and metrics subscribe (see nbjobs.server.events).
+        self.state_listeners: list[Callable[[int, JobState, str | None, int], None]] = []
+
+    def _announce(self, job_id: int, state: JobState, reason: str | None, attempt: int) -> None:
+        for listener in self.state_listeners:
+            listener(job_id, state, reason, attempt)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -102,7 +109,9 @@ class Store:
             s.flush()
             s.add_all(m.JobTag(job_id=job.id, tag=tag) for tag in spec.tags)
             s.add(m.StateEvent(job_id=job.id, attempt=0, state=state.value, at=now))
-            return job.id
+            job_id = job.id
+        self._announce(job_id, state, None, 0)
+        return job_id
 
     def find_by_idempotency_key(self, key: str) -> int | None:
         with self.session() as s:
@@ -173,6 +182,7 @@ class Store:
                     job_id=job_id, attempt=attempt, state=state.value, reason=reason, at=now
                 )
             )
+        self._announce(job_id, state, reason, attempt)
         return True
 
     def update_cell(
@@ -303,9 +313,18 @@ class Store:
         tag: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        owner: str | None = None,
+        before: int | None = None,
     ) -> list[JobRecord]:
-        """Newest first, filtered by any of `states`, a name substring and a tag."""
+        """Newest first, filtered by any of `states`, a name substring, a tag and an owner.
+
+        `before` pages by id (keyset): jobs with a smaller id, so a page costs the same deep in the list.
+        """
         query = select(m.Job).order_by(m.Job.id.desc()).limit(limit).offset(offset)
+        if owner is not None:
+            query = query.where(m.Job.owner == owner)
+        if before is not None:
+            query = query.where(m.Job.id < before)
         if states:
             query = query.where(m.Job.state.in_([s.value for s in states]))
         if name:
