@@ -223,7 +223,14 @@ def webhook_deliveries(job_id: int | None, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The example notebook to queue.",
 )
-def demo(host: str, port: int, notebook: str) -> None:
+@click.option(
+    "--pipeline",
+    default="examples/pipeline/pipeline.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="An example pipeline to run too ('' for none).",
+)
+def demo(host: str, port: int, notebook: str, pipeline: str) -> None:
     """Start the server with a few example jobs; print the dashboard's URL and a token to log in with."""
     from nbjobs.config import Settings
     from nbjobs.server.auth import local_token
@@ -232,6 +239,8 @@ def demo(host: str, port: int, notebook: str) -> None:
     path = Path(notebook).resolve()
     if not path.is_file():
         raise InvalidInput(f"Example notebook {notebook!r} (--notebook) does not exist; run from the repository root.")
+    if pipeline and not Path(pipeline).is_file():
+        raise InvalidInput(f"Example pipeline {pipeline!r} (--pipeline) does not exist; run from the repository root.")
     settings = Settings.from_env()
 
     async def queue_examples(url: str, service: Any, people: Any) -> None:
@@ -244,6 +253,14 @@ def demo(host: str, port: int, notebook: str) -> None:
         for i, params in enumerate(examples, 1):
             spec = {"notebook": str(path), "name": f"demo-{i}", "parameters": params, "tags": ["demo"]}
             await asyncio.to_thread(service.submit, spec, owner)
+        if pipeline:
+            from nbjobs.pipelines.model import load_pipeline_file
+            from nbjobs.pipelines.runs import PipelineService
+
+            run = await asyncio.to_thread(
+                PipelineService(service).start, load_pipeline_file(pipeline), {}, owner, str(pipeline)
+            )
+            click.echo(f"Started pipeline run {run['id']} ({run['name']}): {url}/ui/pipelines")
         click.echo(f"\nDashboard: {url}/ui")
         click.echo(f"Log in with this token: {local_token(settings.home)}")
         click.echo("Queued 3 example jobs. Stop with Ctrl-C.\n", nl=True)
