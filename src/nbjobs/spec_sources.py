@@ -46,34 +46,37 @@ def describe_validation_error(
     return f"Invalid {what} in {source}: " + "; ".join(problems) + "." + hint
 
 
-def load_spec_file(path: str | Path) -> dict[str, Any]:
-    """A YAML, TOML or JSON job file as a layer; relative paths resolved against its folder."""
+def read_structured_file(path: str | Path, what: str) -> Any:
+    """The data of a YAML, TOML or JSON file (by its suffix); InvalidInput names the file and line."""
     file = Path(path)
     if not file.is_file():
-        raise InvalidInput(f"Job file {str(file)!r} does not exist.")
-    text = file.read_text(encoding="utf-8")
+        raise InvalidInput(f"{what} {str(file)!r} does not exist.")
     suffix = file.suffix.lower()
+    if suffix not in SPEC_FILE_SUFFIXES:
+        raise InvalidInput(f"{what} {str(file)!r} has an unknown type; use one of {', '.join(SPEC_FILE_SUFFIXES)}.")
+    text = file.read_text(encoding="utf-8")
     try:
         if suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            raise InvalidInput(
-                f"Job file {str(file)!r} has an unknown type; use one of {', '.join(SPEC_FILE_SUFFIXES)}."
-            )
+            return tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"Job file {str(file)!r} is not valid TOML: {exc}.") from None
+        raise InvalidInput(f"{what} {str(file)!r} is not valid TOML: {exc}.") from None
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"Job file {str(file)!r} is not valid JSON: {exc}.") from None
+        raise InvalidInput(f"{what} {str(file)!r} is not valid JSON: {exc}.") from None
     except yaml.YAMLError as exc:
         where = ""
         if (mark := getattr(exc, "problem_mark", None)) is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInput(f"Job file {str(file)!r} is not valid YAML{where}: {problem}.") from None
+        raise InvalidInput(f"{what} {str(file)!r} is not valid YAML{where}: {problem}.") from None
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """A YAML, TOML or JSON job file as a layer; relative paths resolved against its folder."""
+    file = Path(path)
+    data = read_structured_file(file, "Job file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

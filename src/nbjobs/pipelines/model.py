@@ -15,21 +15,17 @@ tasks:
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nbjobs.errors import InvalidInput
 from nbjobs.spec import Identifier, Outputs, Resources, RetryPolicy, RunIf, Seconds
-from nbjobs.spec_sources import describe_validation_error
+from nbjobs.spec_sources import describe_validation_error, read_structured_file
 
 # Task names appear in references (`${extract.rows}`): no dots; "params" names the run's parameters.
 TaskName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)]
-PIPELINE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
 
 class _Model(BaseModel):
@@ -127,27 +123,7 @@ def parse_pipeline(data: Any, source: str) -> Pipeline:
 def load_pipeline_file(path: str | Path) -> Pipeline:
     """A pipeline file with its notebook (and cwd) paths made absolute against its folder."""
     file = Path(path)
-    if not file.is_file():
-        raise InvalidInput(f"Pipeline file {str(file)!r} does not exist.")
-    suffix = file.suffix.lower()
-    if suffix not in PIPELINE_SUFFIXES:
-        raise InvalidInput(f"Pipeline file {str(file)!r} has an unknown type; use {', '.join(PIPELINE_SUFFIXES)}.")
-    text = file.read_text(encoding="utf-8")
-    try:
-        if suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"Pipeline file {str(file)!r} is not valid {suffix[1:].upper()}: {exc}.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise InvalidInput(
-            f"Pipeline file {str(file)!r} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}."
-        ) from None
+    data = read_structured_file(file, "Pipeline file")
     if isinstance(data, dict) and "name" not in data:
         data["name"] = file.stem
     pipeline = parse_pipeline(data, f"pipeline file {str(file)!r}")
