@@ -208,3 +208,23 @@ def test_server_killed_mid_run_recovers_on_restart(cli, notebook, start_server, 
     cli("cancel", job)
     final = job_json(cli("wait", job, "--json"))
     assert final["state"] == "cancelled"
+
+
+def test_run_goes_through_a_running_server_unless_local(cli, notebook, start_server, tmp_path):
+    start_server()
+    nb = notebook([("n = 1", ["parameters"]), "import os, nbjobs\nprint('pid', os.getppid())\nnbjobs.record('n', n)"])
+    output = tmp_path / "out.ipynb"
+    result = cli("run", nb, output, "-p", "n", "5", "--log-output", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "pid" in result.stdout and "Job 1" in result.stdout
+    record = job_json(cli("show", 1, "--json"))
+    assert record["results"] == {"n": 5} and record["output"] == str(output) and output.exists()
+    assert record["history"][0]["state"] == "queued" and record["attempts"][0]["pid"]  # the server's kernel
+
+    local = job_json(cli("run", nb, "--local", "--json", "-p", "n", "6"))
+    assert local["id"] == 2 and local["results"] == {"n": 6} and local["attempts"][0]["pid"] is None
+
+
+def test_run_server_flag_without_a_server_is_refused(cli, notebook):
+    result = cli("run", notebook(["x = 1"]), "--server")
+    assert result.exit_code == 2 and "no nbjobs server answers" in result.stderr

@@ -17,6 +17,7 @@ import httpx
 
 from nbjobs.config import Settings
 from nbjobs.errors import Conflict, InvalidInput, NotFound
+from nbjobs.spec import JobState
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -130,3 +131,11 @@ def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             data = []
         elif line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
+
+
+def job_has_ended(client: Client, job_id: int, event: dict[str, Any]) -> bool:
+    """Whether a streamed event ends the job: an end state that is the job's own, not an
+    attempt's end followed by a retry's `queued`."""
+    if event["kind"] != "state" or not JobState(event["state"]).is_final:
+        return False
+    return JobState(client.request("GET", f"/api/jobs/{job_id}")["state"]).is_final

@@ -22,15 +22,44 @@ from nbjobs.spec import EXIT_CODES, JobState
 @click.option("--log-output", is_flag=True, help="Stream the notebook's stdout/stderr to this terminal.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
-def run(notebook: str, output: str | None, log_output: bool, no_progress: bool, as_json: bool, **flags: Any) -> None:
+@click.option(
+    "--local/--server",
+    "local",
+    default=None,
+    help="Run in this process, or on the running server (default: the server if one answers, else here).",
+)
+def run(
+    notebook: str,
+    output: str | None,
+    log_output: bool,
+    no_progress: bool,
+    as_json: bool,
+    local: bool | None,
+    **flags: Any,
+) -> None:
     """Run NOTEBOOK now and record it as a job; OUTPUT is where the executed notebook goes.
 
+    When a local server is running, the job runs there (its warm kernels start in
+    milliseconds) and this terminal follows it; --local runs it in this process.
     With --git-ref or --repo, NOTEBOOK runs as it is at that commit, from a snapshot.
     """
     from nbjobs import api
 
     spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
-    run_in_foreground(api.prepare(spec, nb, output), log_output=log_output, no_progress=no_progress, as_json=as_json)
+    prepared = api.prepare(spec, nb, output)
+    options = {"log_output": log_output, "no_progress": no_progress, "as_json": as_json}
+    if not local:
+        from nbjobs.cli.remote_run import run_on_server, running_server
+
+        client = running_server()
+        if client is not None:
+            if prepared.snapshot is not None:
+                prepared.snapshot.release()  # the server takes its own
+            with client:
+                run_on_server(client, prepared, **options)
+        elif local is False:
+            raise InvalidInput("--server: no nbjobs server answers; start one with `nbjobs server`, or drop --server.")
+    run_in_foreground(prepared, **options)
 
 
 def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_json: bool) -> None:
