@@ -64,7 +64,7 @@ class People:
         check_spec_webhooks(spec)
 
     def install(self, app: FastAPI, service: JobService) -> None:
-        from nbjobs.server import dashboard, group_events, people_api
+        from nbjobs.server import dashboard, group_events, group_pages, people_api
         from nbjobs.server.metrics import Metrics
 
         self.metrics = Metrics(service)
@@ -75,6 +75,7 @@ class People:
         app.include_router(people_api.router)
         app.include_router(group_events.router)
         app.include_router(dashboard.router)
+        app.include_router(group_pages.router)
         app.mount("/ui/static", StaticFiles(directory=STATIC), name="static")
 
         @app.exception_handler(LoginRequired)
