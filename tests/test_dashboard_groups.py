@@ -14,6 +14,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
+from nbjobs.server.task_graph import GAP_Y, NODE_H, NODE_W, PAD, layout, order_levels, task_graph
 from people_support import ARTIFACTS, Api, is_final, wait_for
 from test_browser import browser  # noqa: F401  (the fixture: Debian's Chromium, headless)
 
@@ -48,6 +49,21 @@ def new_user(cli: Any, server: Any, name: str) -> Api:
     made = cli("user", "add", name)
     assert made.exit_code == 0, made.output
     return Api(server.url, made.stdout.strip().splitlines()[-1])
+
+
+def test_graph_levels_are_ordered_to_uncross_edges_and_names_are_escaped():
+    # c hangs below a and d below b, but the run lists d first: the drawing puts c left, under a.
+    assert order_levels([["a", "b"], ["d", "c"]], {"c": ["a"], "d": ["b"]}) == [["a", "b"], ["c", "d"]]
+    placed, width, height = layout([["a"], ["b", "c"]])
+    assert height == 2 * PAD + 2 * NODE_H + GAP_Y
+    assert placed["a"].x * 2 + NODE_W == width and placed["b"].y == placed["c"].y > placed["a"].y
+    run = {
+        "id": 1,
+        "levels": [["x<y"]],
+        "tasks": [{"name": "x<y", "job_id": 7, "state": "queued", "depends_on": [], "run_if": "all_succeeded"}],
+    }
+    svg = str(task_graph(run))
+    assert "x&lt;y" in svg and "x<y" not in svg and 'href="/ui/jobs/7"' in svg and ">queued</text>" in svg
 
 
 def test_group_pages_csv_and_streams_are_their_owners_only(cli, notebook, tmp_path, start_server):
