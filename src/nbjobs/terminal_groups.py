@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -90,39 +88,6 @@ def print_runs(runs: Sequence[dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------- sweeps
-
-
-def sweep_rows(sweep: dict[str, Any], sort: str | None) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns (index, parameters, state, results) and one flat row per element, sorted by `sort`."""
-    params = list(sweep["axes"])
-    results: list[str] = []
-    for element in sweep["elements"]:
-        results.extend(k for k in element["results"] if k not in results)
-    rows = [
-        {"index": e["index"], "job": e["job_id"], **e["parameters"], "state": e["state"], **e["results"]}
-        for e in sweep["elements"]
-    ]
-    columns = ["index", "job", *params, "state", *results]
-    if sort:
-        key, descending = sort.lstrip("-"), sort.startswith("-")
-        if key not in columns:
-            from nbjobs.errors import InvalidInput
-
-            raise InvalidInput(f"--sort {key!r}: no such column; columns: {', '.join(columns)}.")
-        present = [r for r in rows if r.get(key) is not None]
-        missing = [r for r in rows if r.get(key) is None]
-        present.sort(key=lambda r: (isinstance(r[key], str), r[key]), reverse=descending)
-        rows = present + missing  # elements without the value (not run yet) last
-    return columns, rows
-
-
-def sweep_csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
-    return buffer.getvalue()
 
 
 def print_sweep(sweep: dict[str, Any], columns: list[str], rows: list[dict[str, Any]]) -> None:

@@ -77,7 +77,8 @@ def create_sweep(notebook: str, zip_: bool, max_parallel: int | None, as_json: b
 def show_sweep(sweep_id: int, sort: str | None, as_csv: bool, as_json: bool) -> None:
     """Parameters, state and results of each element of a sweep."""
     from nbjobs.client import Client
-    from nbjobs.terminal_groups import print_sweep, sweep_csv, sweep_rows
+    from nbjobs.pipelines.sweep_table import sweep_csv, sweep_rows
+    from nbjobs.terminal_groups import print_sweep
 
     with Client() as client:
         view = client.request("GET", f"/api/sweeps/{sweep_id}")

@@ -138,7 +138,8 @@ class PipelineService:
             ],
         }
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50, owner: str | None = None) -> list[dict[str, Any]]:
+        """The newest runs (only `owner`'s, when given), each with its tasks counted by state."""
         return [
             {
                 "id": run.id,
@@ -151,7 +152,7 @@ class PipelineService:
                 "tasks": sum(counts.values()),
                 "counts": counts,
             }
-            for run, counts in groups.list_runs(self.store, limit)
+            for run, counts in groups.list_runs(self.store, limit, owner)
         ]
 
     # ---------------------------------------------------------------- control

@@ -159,7 +159,8 @@ class SweepService:
             "elements": elements,
         }
 
-    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, limit: int = 50, owner: str | None = None) -> list[dict[str, Any]]:
+        """The newest sweeps (only `owner`'s, when given), each with its jobs counted by state."""
         return [
             {
                 "id": w.id,
@@ -170,7 +171,7 @@ class SweepService:
                 "created": w.created,
                 "counts": counts,
             }
-            for w, counts in groups.list_sweeps(self.store, limit)
+            for w, counts in groups.list_sweeps(self.store, limit, owner)
         ]
 
 

@@ -2,8 +2,8 @@
 listening to the event stream (static/app.js).
 
 Pages: login, jobs (filters, keyset pages), one job (parameters, spec, history,
-cells, live log, results, resources, attempts, webhooks, the rendered notebook),
-the queue, and a pipelines placeholder that the pipelines pages extend.
+cells, live log, results, resources, attempts, webhooks, the rendered notebook)
+and the queue; the pages of pipeline runs and sweeps are in `group_pages`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _people(request: Request) -> Any:
     return request.app.state.people
 
 
-def _render(request: Request, name: str, user: UserInfo | None, **context: Any) -> HTMLResponse:
+def render_page(request: Request, name: str, user: UserInfo | None, **context: Any) -> HTMLResponse:
     cookie = request.cookies.get(SESSION_COOKIE, "")
     context |= {"user": user, "csrf": csrf_token(cookie) if cookie else "", "states": [s.value for s in JobState]}
     response = templates.TemplateResponse(request, name, context)
@@ -55,14 +55,14 @@ def _render(request: Request, name: str, user: UserInfo | None, **context: Any) 
 
 @router.get("/ui/login")
 def login_page(request: Request, next: str = "/ui", error: str | None = None) -> HTMLResponse:
-    return _render(request, "login.html", None, next=_local(next), error=error)
+    return render_page(request, "login.html", None, next=_local(next), error=error)
 
 
 @router.post("/ui/login")
 def login(request: Request, token: Annotated[str, Form(max_length=200)] = "", next: str = Form("/ui")) -> Response:
     found = request.app.state.accounts.authenticate(token.strip())
     if found is None:
-        return _render(request, "login.html", None, next=_local(next), error="That token is not valid.")
+        return render_page(request, "login.html", None, next=_local(next), error="That token is not valid.")
     user, token_id = found
     value = request.app.state.accounts.open_session(user, token_id)
     response = RedirectResponse(_local(next), status_code=303)
@@ -113,7 +113,7 @@ def jobs_page(
     query = [("state", s) for s in filters["state"]] + [(k, filters[k]) for k in ("owner", "tag", "name") if filters[k]]
     older = f"/ui?{urlencode([*query, ('before', records[-1].id)])}" if more and records else None
     newest = f"/ui?{urlencode(query)}" if before else None
-    return _render(
+    return render_page(
         request,
         "jobs.html",
         user,
@@ -151,7 +151,7 @@ def job_page(request: Request, user: PageUser, job_id: Annotated[int, Path(ge=1,
     usage = attempt.usage if attempt else {}
     requested = record.spec.get("resources", {})
     chart = usage_chart(usage.get("series") or {}, memory_limit=requested.get("memory"), cpus=requested.get("cpus"))
-    return _render(
+    return render_page(
         request,
         "job.html",
         user,
@@ -228,27 +228,25 @@ def queue_page(request: Request, user: PageUser) -> HTMLResponse:
         view["waiting_others"] = sum(1 for j in view["waiting"] if j["owner"] != user.name)
         view["running"] = [j for j in view["running"] if j["owner"] == user.name]
         view["waiting"] = [j for j in view["waiting"] if j["owner"] == user.name]
-    return _render(
+    return render_page(
         request, "queue.html", user, queue=view, fmt_size=format_size, last_event=_people(request).hub.last_id
     )
-
-
-@router.get("/ui/pipelines")
-def pipelines_page(request: Request, user: PageUser) -> HTMLResponse:
-    """Pipeline runs and sweeps: the pipelines pages extend `pipelines.html`."""
-    return _render(request, "pipelines.html", user)
 
 
 def since(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-def duration(record: JobRecord) -> str:
-    if record.duration is None:
+def seconds(value: float | None) -> str:
+    if value is None:
         return ""
-    seconds = record.duration
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def duration(record: JobRecord) -> str:
+    return seconds(record.duration)
 
 
 templates.env.filters["when"] = since
+templates.env.filters["seconds"] = seconds
 templates.env.globals["duration"] = duration

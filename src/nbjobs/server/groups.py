@@ -16,19 +16,30 @@ from nbjobs.pipelines.model import Pipeline
 from nbjobs.pipelines.runs import PipelineService
 from nbjobs.pipelines.schedules import ScheduleRequest, ScheduleService
 from nbjobs.pipelines.submit import submit_batch
+from nbjobs.pipelines.sweep_table import sweep_csv, sweep_rows
 from nbjobs.pipelines.sweeps import SweepService
 from nbjobs.server.app import User
 from nbjobs.server.users import UserInfo
 from nbjobs.service import JobService
+from nbjobs.store.groups import no_run, no_sweep
+from nbjobs.store.schedules import no_schedule
 
 RecordId = Annotated[int, Path(ge=1, le=2**62, description="A record id")]
 
 
-def visible(view: dict[str, Any], who: UserInfo, what: str) -> dict[str, Any]:
-    """A pipeline run, sweep or schedule only for its owner (and admins); 404 for anyone else."""
+def visible(view: dict[str, Any], who: UserInfo, missing: str) -> dict[str, Any]:
+    """A pipeline run, sweep or schedule only for its owner (and admins); 404 for anyone else.
+
+    `missing` is what a missing one is answered with: another user's reads the same, so it leaks nothing.
+    """
     if not who.can_see(view["owner"]):
-        raise NotFound(f"No {what}.")
+        raise NotFound(missing)
     return view
+
+
+def owner_filter(who: UserInfo) -> str | None:
+    """Whose groups a list shows: an admin's, everyone's."""
+    return None if who.is_admin else who.name
 
 
 def only_visible(views: list[dict[str, Any]], who: UserInfo) -> list[dict[str, Any]]:
@@ -77,20 +88,20 @@ def groups_router(service: JobService, schedules: ScheduleService | None = None)
 
     @router.get("/pipelines/runs")
     def list_runs(who: User, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-        return only_visible(pipelines.list(limit), who)
+        return only_visible(pipelines.list(limit, owner_filter(who)), who)
 
     @router.get("/pipelines/runs/{run_id}")
     def get_run(run_id: RecordId, who: User) -> dict[str, Any]:
-        return visible(pipelines.view(run_id), who, f"pipeline run {run_id}")
+        return visible(pipelines.view(run_id), who, no_run(run_id))
 
     @router.post("/pipelines/runs/{run_id}/cancel")
     async def cancel_run(run_id: RecordId, who: User) -> dict[str, Any]:
-        visible(pipelines.view(run_id), who, f"pipeline run {run_id}")
+        visible(pipelines.view(run_id), who, no_run(run_id))
         return await pipelines.cancel(run_id)
 
     @router.post("/pipelines/runs/{run_id}/repair")
     def repair_run(run_id: RecordId, who: User) -> dict[str, Any]:
-        visible(pipelines.view(run_id), who, f"pipeline run {run_id}")
+        visible(pipelines.view(run_id), who, no_run(run_id))
         return pipelines.repair(run_id)
 
     # ------------------------------------------------------------ sweeps
@@ -101,11 +112,30 @@ def groups_router(service: JobService, schedules: ScheduleService | None = None)
 
     @router.get("/sweeps")
     def list_sweeps(who: User, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-        return only_visible(sweeps.list(limit), who)
+        return only_visible(sweeps.list(limit, owner_filter(who)), who)
 
     @router.get("/sweeps/{sweep_id}")
     def get_sweep(sweep_id: RecordId, who: User) -> dict[str, Any]:
-        return visible(sweeps.view(sweep_id), who, f"sweep {sweep_id}")
+        return visible(sweeps.view(sweep_id), who, no_sweep(sweep_id))
+
+    @router.get(
+        "/sweeps/{sweep_id}/results.csv",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}, "description": "One row per element"}},
+    )
+    def sweep_results_csv(
+        sweep_id: RecordId,
+        who: User,
+        sort: Annotated[str | None, Query(max_length=200, description="A column; `-` in front: descending")] = None,
+    ) -> Response:
+        """The sweep's table: index, job, each parameter, state, each result, duration_s."""
+        view = visible(sweeps.view(sweep_id), who, no_sweep(sweep_id))
+        columns, rows = sweep_rows(view, sort, durations=True, field="`sort`")
+        return Response(
+            sweep_csv(columns, rows, for_spreadsheets=True),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="sweep-{sweep_id}.csv"'},
+        )
 
     # ------------------------------------------------------------ batch
 
@@ -125,21 +155,21 @@ def groups_router(service: JobService, schedules: ScheduleService | None = None)
 
     @router.get("/schedules/{name}")
     def get_schedule(name: str, who: User) -> dict[str, Any]:
-        return visible(schedules.get(name), who, f"schedule {name!r}")
+        return visible(schedules.get(name), who, no_schedule(name))
 
     @router.post("/schedules/{name}/pause")
     def pause_schedule(name: str, who: User) -> dict[str, Any]:
-        visible(schedules.get(name), who, f"schedule {name!r}")
+        visible(schedules.get(name), who, no_schedule(name))
         return schedules.pause(name)
 
     @router.post("/schedules/{name}/resume")
     def resume_schedule(name: str, who: User) -> dict[str, Any]:
-        visible(schedules.get(name), who, f"schedule {name!r}")
+        visible(schedules.get(name), who, no_schedule(name))
         return schedules.resume(name)
 
     @router.delete("/schedules/{name}", status_code=204)
     def remove_schedule(name: str, who: User) -> Response:
-        visible(schedules.get(name), who, f"schedule {name!r}")
+        visible(schedules.get(name), who, no_schedule(name))
         schedules.remove(name)
         return Response(status_code=204)
 

@@ -64,7 +64,7 @@ class People:
         check_spec_webhooks(spec)
 
     def install(self, app: FastAPI, service: JobService) -> None:
-        from nbjobs.server import dashboard, people_api
+        from nbjobs.server import dashboard, group_events, group_pages, people_api
         from nbjobs.server.metrics import Metrics
 
         self.metrics = Metrics(service)
@@ -73,7 +73,9 @@ class People:
         app.state.accounts = self.accounts
         app.add_middleware(BodySizeLimit)
         app.include_router(people_api.router)
+        app.include_router(group_events.router)
         app.include_router(dashboard.router)
+        app.include_router(group_pages.router)
         app.mount("/ui/static", StaticFiles(directory=STATIC), name="static")
 
         @app.exception_handler(LoginRequired)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from nbjobs.errors import NotFound
@@ -102,11 +102,16 @@ def add_run(
     return run.id
 
 
+def no_run(run_id: int) -> str:
+    """What a missing run (and another user's) is answered with: the same words, so they leak nothing."""
+    return f"No pipeline run with id {run_id}; `nbjobs pipeline ls` lists the runs there are."
+
+
 def get_run(store: Store, run_id: int) -> m.PipelineRun:
     with store.session() as s:
         run = s.get(m.PipelineRun, run_id)
     if run is None:
-        raise NotFound(f"No pipeline run with id {run_id}; `nbjobs pipeline ls` lists the runs there are.")
+        raise NotFound(no_run(run_id))
     return run
 
 
@@ -119,10 +124,13 @@ def run_tasks(store: Store, run_id: int) -> list[MemberJob]:
     return _members(store, m.Job.run_id == run_id, m.Job.id)
 
 
-def list_runs(store: Store, limit: int = 50) -> list[tuple[m.PipelineRun, dict[str, int]]]:
-    """Newest first, each with its tasks counted by state."""
+def list_runs(store: Store, limit: int = 50, owner: str | None = None) -> list[tuple[m.PipelineRun, dict[str, int]]]:
+    """Newest first (only `owner`'s, when given), each with its tasks counted by state."""
+    query = select(m.PipelineRun).order_by(m.PipelineRun.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(m.PipelineRun.owner == owner)
     with store.session() as s:
-        runs = list(s.scalars(select(m.PipelineRun).order_by(m.PipelineRun.id.desc()).limit(limit)))
+        runs = list(s.scalars(query))
         counts: dict[int, dict[str, int]] = {}
         if runs:
             rows = s.execute(
@@ -180,11 +188,15 @@ def add_sweep(
     return sweep.id
 
 
+def no_sweep(sweep_id: int) -> str:
+    return f"No sweep with id {sweep_id}; `nbjobs sweep ls` lists the sweeps there are."
+
+
 def get_sweep(store: Store, sweep_id: int) -> m.Sweep:
     with store.session() as s:
         sweep = s.get(m.Sweep, sweep_id)
     if sweep is None:
-        raise NotFound(f"No sweep with id {sweep_id}; `nbjobs sweep ls` lists the sweeps there are.")
+        raise NotFound(no_sweep(sweep_id))
     return sweep
 
 
@@ -192,9 +204,13 @@ def sweep_elements(store: Store, sweep_id: int) -> list[MemberJob]:
     return _members(store, m.Job.sweep_id == sweep_id, m.Job.sweep_index)
 
 
-def list_sweeps(store: Store, limit: int = 50) -> list[tuple[m.Sweep, dict[str, int]]]:
+def list_sweeps(store: Store, limit: int = 50, owner: str | None = None) -> list[tuple[m.Sweep, dict[str, int]]]:
+    """Newest first (only `owner`'s, when given), each with its jobs counted by state."""
+    query = select(m.Sweep).order_by(m.Sweep.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(m.Sweep.owner == owner)
     with store.session() as s:
-        sweeps = list(s.scalars(select(m.Sweep).order_by(m.Sweep.id.desc()).limit(limit)))
+        sweeps = list(s.scalars(query))
         counts: dict[int, dict[str, int]] = {}
         if sweeps:
             rows = s.execute(
@@ -205,3 +221,12 @@ def list_sweeps(store: Store, limit: int = 50) -> list[tuple[m.Sweep, dict[str, 
             for sweep_id, state, n in rows:
                 counts.setdefault(sweep_id, {})[state] = n
     return [(w, counts.get(w.id, {})) for w in sweeps]
+
+
+# ---------------------------------------------------------------- members
+
+
+def member_ids(store: Store, membership: ColumnElement[bool]) -> list[int]:
+    """The ids of a group's jobs (`membership`: `Job.run_id == 7` or `Job.sweep_id == 3`)."""
+    with store.session() as s:
+        return list(s.scalars(select(m.Job.id).where(membership)))

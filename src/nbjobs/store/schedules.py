@@ -15,6 +15,11 @@ from nbjobs.store import models as m
 from nbjobs.store.repository import utcnow
 
 
+def no_schedule(name: str) -> str:
+    """What a missing schedule (and another user's) is answered with."""
+    return f"No schedule named {name!r}; `nbjobs schedule ls` lists the schedules there are."
+
+
 def add_schedule(store: Store, **fields: Any) -> int:
     try:
         with store.session() as s, s.begin():
@@ -32,7 +37,7 @@ def get_schedule(store: Store, name: str) -> m.Schedule:
     with store.session() as s:
         row = s.scalar(select(m.Schedule).where(m.Schedule.name == name))
     if row is None:
-        raise NotFound(f"No schedule named {name!r}; `nbjobs schedule ls` lists the schedules there are.")
+        raise NotFound(no_schedule(name))
     return row
 
 
@@ -59,7 +64,7 @@ def set_paused(store: Store, name: str, paused: bool, next_fire_at: datetime | N
 def remove_schedule(store: Store, name: str) -> None:
     with store.session() as s, s.begin():
         if s.execute(delete(m.Schedule).where(m.Schedule.name == name)).rowcount == 0:
-            raise NotFound(f"No schedule named {name!r}; `nbjobs schedule ls` lists the schedules there are.")
+            raise NotFound(no_schedule(name))
 
 
 def claim_fire(s: Session, schedule_id: int, expected: datetime, following: datetime, note: str) -> bool:
