@@ -11,13 +11,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from nbjobs.resources.gpus import GpuInfo, detect_gpus, fake_gpus, gpu_memory_by_pid
 
 from nbjobs.config import Config, ResourceConfig
 from nbjobs.errors import InvalidInput
 from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.allocator import Allocator
 from nbjobs.resources.capacity import HostCapacity, detect_capacity
+from nbjobs.resources.gpus import GpuInfo, detect_gpus, fake_gpus, gpu_memory_by_pid
 from nbjobs.resources.monitor import Series, UsageSummary, _Sample, hoarding_advice, suggest_memory
 from nbjobs.resources.report import summarize
 from nbjobs.spec import Resources
