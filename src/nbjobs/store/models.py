@@ -105,3 +105,13 @@ class Cell(Base):
     status: Mapped[str] = mapped_column(String(20))
     started: Mapped[datetime | None]
     ended: Mapped[datetime | None]
+
+
+class Leader(Base):
+    """Who schedules among the servers sharing this store: one row per role, held until it lapses."""
+
+    __tablename__ = "leader"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires: Mapped[datetime]
