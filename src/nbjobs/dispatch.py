@@ -29,6 +29,7 @@ from nbjobs.resources.allocation import Allocation
 from nbjobs.resources.allocator import Allocator
 from nbjobs.spec import JobSpec, JobState
 from nbjobs.store import Store
+from nbjobs.store.leader import LeaderLease
 from nbjobs.store.models import Job
 from nbjobs.store.repository import utcnow
 
@@ -44,12 +45,22 @@ def server_identity() -> str:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, store: Store, allocator: Allocator, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        allocator: Allocator,
+        backend: Backend,
+        *,
+        identity: str | None = None,
+        leader: LeaderLease | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.allocator = allocator
         self.backend = backend
-        self.identity = server_identity()
+        self.identity = identity or server_identity()
+        self.leader = leader  # servers sharing a store: only the lease holder starts jobs (None: always)
         self.allocations: dict[int, Allocation] = {}
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -61,8 +72,13 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def is_leader(self) -> bool:
+        """Whether this server schedules now (starts queued jobs, recovers lost ones, fires schedules)."""
+        return self.leader is None or self.leader.held
+
     async def start(self) -> None:
-        self.recover()
+        if self.is_leader():
+            self.recover()
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self) -> None:
@@ -85,13 +101,18 @@ class Dispatcher:
                 await self.pass_once()
                 if loop.time() - last_renew >= renew_every:
                     self.store.renew_leases(self.identity, utcnow() + timedelta(seconds=LEASE_SECONDS))
-                    self.recover(only_expired=True)
+                    if self.is_leader():
+                        self.recover(only_expired=True)
                     last_renew = loop.time()
             except Exception:  # one bad pass must not stop the queue
                 log.exception("dispatcher pass failed")
 
     async def pass_once(self) -> None:
         if self._stopping:
+            return
+        for job_id, reason in self.store.take_cancel_requests(self.identity).items():  # made via another server
+            await self.backend.cancel(job_id, reason)
+        if not self.is_leader():
             return
         start, reasons = self._decide()
         for job, allocation in start:
@@ -105,6 +126,7 @@ class Dispatcher:
                 lease_expires=utcnow() + timedelta(seconds=LEASE_SECONDS),
                 queue_reason=None,
                 not_before=None,
+                cancel_requested=None,
             )
             if not claimed:  # cancelled or taken by another server meanwhile
                 self.allocator.release(allocation)
@@ -165,7 +187,10 @@ class Dispatcher:
             reason = f"its runner ({job.lease_owner or 'unknown'}) is gone"
             self._kill_orphan_kernel(job.id, job.attempt)
             spec = JobSpec.model_validate(job.spec)
-            result = AttemptResult(RunOutcome(JobState.LOST, reason))
+            outcome = RunOutcome(JobState.LOST, reason)
+            if job.cancel_requested:  # a user cancelled it while nobody ran it: not retried
+                outcome = RunOutcome(JobState.CANCELLED, f"{job.cancel_requested} ({reason})")
+            result = AttemptResult(outcome)
             conclude_attempt(self.store, spec, job.id, max(job.attempt, 1), result, None)
             recovered.append(job.id)
         if recovered:
@@ -181,6 +206,11 @@ class Dispatcher:
             proc = psutil.Process(pid)
             if proc.environ().get("NBJOBS_JOB_ID") == str(job_id):  # guards against a reused pid
                 os.killpg(pid, signal.SIGKILL)
+
+
+def owner_is_dead_here(owner: str | None) -> bool:
+    """Whether `owner` (a server identity) is a process of this host that no longer runs."""
+    return _owner_is_dead_here(owner)
 
 
 def _owner_is_dead_here(owner: str | None) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import secrets
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -22,6 +21,7 @@ from nbjobs import __version__
 from nbjobs.errors import Conflict, InvalidInput, NotFound
 from nbjobs.service import JobService
 from nbjobs.spec import JobSpec, JobState
+from nbjobs.storage import read_text
 from nbjobs.store import JobRecord
 
 bearer = HTTPBearer(auto_error=False)
@@ -111,9 +111,10 @@ def create_app(service: JobService, token: str) -> FastAPI:
     def job_log(job_id: int, _: User, attempt: Annotated[int | None, Query(ge=1)] = None) -> str:
         record = service.store.get(job_id)
         chosen = [a for a in record.attempts if attempt is None or a.number == attempt]
-        if not chosen or not chosen[-1].log or not Path(chosen[-1].log).exists():
+        text = read_text(chosen[-1].log) if chosen and chosen[-1].log else None  # a path, or a storage URL
+        if text is None:
             raise NotFound(f"Job {job_id} has no log {'for that attempt ' if attempt else ''}yet.")
-        return Path(chosen[-1].log).read_text(encoding="utf-8")
+        return text
 
     @app.post("/api/run", response_model=JobRecord)
     async def run_and_wait(body: RunRequest, who: User) -> Any:
