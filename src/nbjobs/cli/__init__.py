@@ -1,6 +1,6 @@
 """The command line: a thin layer over `nbjobs.api`, one module per family of commands."""
 
-from nbjobs.cli import jobs, server  # noqa: F401  (each registers its commands)
+from nbjobs.cli import jobs, server, worker  # noqa: F401  (each registers its commands)
 from nbjobs.cli.main import main
 
 __all__ = ["main"]
