@@ -93,7 +93,9 @@ class Dispatcher:
         renew_every = LEASE_SECONDS / 3
         last_renew = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        # Not `while True`: Python 3.11's wait_for can swallow the cancel from stop() when the
+        # wake event is set at the same moment, and the loop would then run on forever.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
             self._wake.clear()
