@@ -147,7 +147,9 @@ def test_server_job_tests_on_the_dask_backend(job_test: Any, request: pytest.Fix
 
 def test_jobs_land_only_on_workers_that_fit(cli, notebook, start_server):  # type: ignore[no-untyped-def]
     start_server()
-    nb = notebook(["import os\nprint(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), os.getpid())"])
+    nb = notebook(
+        ["import os\nprint(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), os.environ.get('MALLOC_TRIM_THRESHOLD_'))"]
+    )
     flags = {
         "gpu": ["--gpus", "1"],
         "memory": ["--memory", "1.5GiB"],
@@ -162,6 +164,8 @@ def test_jobs_land_only_on_workers_that_fit(cli, notebook, start_server):  # typ
     # The GPU job sees the GPU its worker picked; the others see none.
     assert Path(records["gpu"]["log"]).read_text().startswith("'GPU-fake-0'")
     assert Path(records["memory"]["log"]).read_text().startswith("''")
+    # The Dask nanny's settings for its worker (malloc trimming, one BLAS thread) stay out of kernels.
+    assert all(Path(r["log"]).read_text().rstrip().endswith(" None") for r in records.values())
 
     view = json.loads(cli("queue", "--json").stdout)
     assert len(view["capacity"]["cpus"]) == 2 and len(view["capacity"]["gpus"]) == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -78,6 +79,7 @@ class WorkerRuntime:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        _drop_nanny_environ()
         self.allocator = Allocator(worker_capacity(worker.state.total_resources))
         name = str(worker.name)
         self.label = name if name != worker.address else worker.address.split("://")[-1]
@@ -95,6 +97,22 @@ class WorkerRuntime:
         if kernel.name not in self.providers:
             self.providers[kernel.name] = _provider_factory(kernel)
         return self.providers[kernel.name]
+
+
+def _drop_nanny_environ() -> None:
+    """Keep the Dask nanny's settings for its worker out of the kernels this worker starts.
+
+    A nanny starts its worker with MALLOC_TRIM_THRESHOLD_ and single-threaded BLAS
+    (distributed.nanny.pre-spawn-environ), which suit a worker holding data. Kernels
+    inherit this process's environment: with them a job would run single-threaded
+    whatever it asked for, and start slower (trimming malloc). A job's thread count
+    comes from its allocation instead, as it does on the local backend.
+    """
+    import dask
+
+    for name, value in (dask.config.get("distributed.nanny.pre-spawn-environ", None) or {}).items():
+        if os.environ.get(name) == str(value):
+            del os.environ[name]
 
 
 _runtimes: dict[str, WorkerRuntime] = {}
