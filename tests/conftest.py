@@ -100,6 +100,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not (announced.exists() and announced.read_text().endswith("}")):  # written, not just created
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()  # never leave a half-started server behind
                 raise AssertionError("server did not start: " + (self.home / "server-test.log").read_text())
             time.sleep(0.05)
         self.url = json.loads(announced.read_text())["url"]

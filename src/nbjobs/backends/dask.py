@@ -97,6 +97,7 @@ class DaskBackend(Backend):
         self._by_key: dict[str, _Running] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._scheduler_id: str | None = None  # the scheduler the topic subscription was sent to
 
     @classmethod
     async def connect(
@@ -121,8 +122,7 @@ class DaskBackend(Backend):
                 "address as --scheduler-address tcp://HOST:PORT or [backend] scheduler_address."
             ) from None
         backend = cls(settings, store, on_finished, client, storage_url=storage_url, events=events)
-        client.subscribe_topic(backend.topic, backend._on_message)
-        await backend._refresh_cluster()
+        await backend._refresh_cluster()  # subscribes to the topic
         backend._watcher = asyncio.create_task(backend._watch_cluster(), name="dask-cluster-watch")
         return backend
 
@@ -184,13 +184,16 @@ class DaskBackend(Backend):
         self._launches.pop(running.launch.job_id, None)
         self._by_key.pop(running.names.key, None)
         launch = running.launch
-        for index, status in cells.items():  # mend progress messages that never arrived
-            if running.cells.get(index, "pending") != status:
-                self.store.update_cell(launch.job_id, launch.attempt, index, status)
         if running.future is not None:
             running.future.release()
         lost = result.outcome.state is JobState.LOST
         self._forget(running.names, delay=FORGET_LOST_AFTER if lost else 0.0)
+        try:
+            for index, status in cells.items():  # mend progress messages that never arrived
+                if running.cells.get(index, "pending") != status:
+                    self.store.update_cell(launch.job_id, launch.attempt, index, status)
+        except Exception:  # the end must be recorded even so
+            log.exception("could not mend the cells of job %s", launch.job_id)
         try:
             await self.on_finished(launch, result, running.paths)
         except Exception:
@@ -261,6 +264,13 @@ class DaskBackend(Backend):
 
     async def _refresh_cluster(self) -> dict[str, Any]:
         info = await self.client.scheduler.identity(n_workers=-1)
+        if info.get("id") != self._scheduler_id:
+            # A new scheduler (restarted, reconnected to): it knows nothing of this server's topic.
+            if self._scheduler_id is not None:
+                log.warning("the Dask scheduler changed (%s): subscribing again", info.get("id"))
+                self.client.unsubscribe_topic(self.topic)
+            self.client.subscribe_topic(self.topic, self._on_message)
+            self._scheduler_id = info.get("id")
         workers: dict[str, Any] = info.get("workers", {})
         self.allocator.update(
             {str(w.get("name") or address): dict(w.get("resources") or {}) for address, w in workers.items()}

@@ -15,8 +15,8 @@ from nbjobs.errors import InvalidInput
 @click.option(
     "--scheduler-address",
     required=True,
-    envvar="NBJOBS_SCHEDULER_ADDRESS",
-    help="The Dask scheduler, e.g. tcp://10.0.0.5:8786 (or NBJOBS_SCHEDULER_ADDRESS).",
+    envvar=["NBJOBS_SCHEDULER_ADDRESS", "DASK_SCHEDULER_ADDRESS"],
+    help="The Dask scheduler, e.g. tcp://10.0.0.5:8786 (or NBJOBS_SCHEDULER_ADDRESS, DASK_SCHEDULER_ADDRESS).",
 )
 @click.option("--cpus", help="A count (the first N CPUs this process may use) or ids: 0,2-3. Default: all.")
 @click.option("--memory", help="Memory offered to jobs, e.g. 8GiB. Default: this host's (or cgroup's).")
