@@ -121,7 +121,7 @@ def worker_capacity(total: Mapping[str, float], env: Mapping[str, str] | None = 
         ids = env[WORKER_GPUS_ENV].split(",")
         gpus = tuple(GpuInfo(index=i, uuid=gpu_id, name="worker") for i, gpu_id in enumerate(ids))
     else:
-        gpus = detect_gpus()
+        gpus = detect_gpus(dict(env))
     return HostCapacity(
         cpus=cpus,
         memory=int(total.get(MEMORY) or host_memory()),
