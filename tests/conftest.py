@@ -79,9 +79,10 @@ def job_json(result: Result) -> dict[str, Any]:
 class ServerProcess:
     """A real `nbjobs server` in a subprocess, on a free port, with its own NBJOBS_HOME."""
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.home = home
         self.env = {**os.environ, "NBJOBS_HOME": str(home), **(env or {})}
+        self.args = list(args)  # more `nbjobs server` options, e.g. --backend dask
         self.proc: Any = None
         self.url = ""
 
@@ -94,11 +95,12 @@ class ServerProcess:
         announced.unlink(missing_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         self.log = (self.home / "server-test.log").open("ab")
-        cmd = [sys.executable, "-m", "nbjobs.cli", "server", "--port", "0"]
+        cmd = [sys.executable, "-m", "nbjobs.cli", "server", "--port", "0", *self.args]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while not announced.exists():
+        while not (announced.exists() and announced.read_text().endswith("}")):  # written, not just created
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()  # never leave a half-started server behind
                 raise AssertionError("server did not start: " + (self.home / "server-test.log").read_text())
             time.sleep(0.05)
         self.url = json.loads(announced.read_text())["url"]
@@ -129,3 +131,22 @@ def start_server(home: Path) -> Any:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A PostgreSQL server started for this test session (skipped where PostgreSQL is not installed)."""
+    from postgres import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    server = PostgresServer(bindir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Any) -> str:
+    """The URL of a new, empty PostgreSQL database for one test."""
+    return str(postgres.create_database())

@@ -30,6 +30,12 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: 
     raise AssertionError("condition not met in time")
 
 
+def cell_is_running(record: dict, index: int) -> bool:  # type: ignore[type-arg]
+    """Whether code cell `index` of the latest attempt runs (False while the attempt has no cells yet)."""
+    cells = record["cells"]
+    return len(cells) > index and cells[index]["status"] == "running"
+
+
 def test_submit_returns_at_once_and_wait_gives_the_end(cli, notebook, start_server):
     start_server()
     nb = notebook([("n = 1", ["parameters"]), "import nbjobs\nnbjobs.record('double', n * 2)"])
@@ -62,7 +68,7 @@ def test_queue_reasons_cancel_queued_and_running(cli, notebook, start_server):
     cancelled = job_json(cli("cancel", second, "--json"))
     assert cancelled["state"] == "cancelled" and cancelled["attempts"] == []
 
-    wait_for(lambda: job_json(cli("show", first, "--json"))["cells"][1]["status"] == "running")
+    wait_for(lambda: cell_is_running(job_json(cli("show", first, "--json")), 1))
     cli("cancel", first)
     record = job_json(cli("wait", first, "--json"))
     assert record["state"] == "cancelled" and "cancelled by user" in record["reason"]
@@ -195,7 +201,7 @@ def test_server_killed_mid_run_recovers_on_restart(cli, notebook, start_server, 
     server = start_server()
     nb = notebook(["import os\nprint(os.getpid(), flush=True)", "import time\ntime.sleep(60)"])
     job = job_json(cli("submit", nb, "--retries", "1", "--json"))["id"]
-    record = wait_for(lambda: (r := job_json(cli("show", job, "--json")))["cells"][1]["status"] == "running" and r)
+    record = wait_for(lambda: cell_is_running(r := job_json(cli("show", job, "--json")), 1) and r)
     kernel_pid = record["attempts"][0]["pid"]
     assert kernel_pid and psutil.pid_exists(kernel_pid)
     server.stop(kill=True)

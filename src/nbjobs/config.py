@@ -54,10 +54,22 @@ class KernelConfig(_Section):
     ready: int = Field(1, ge=0, le=32, description="Kernels kept started ahead of demand (pool, zygote)")
 
 
+class BackendConfig(_Section):
+    """Where the server runs jobs (see nbjobs.backends), and where their outputs go."""
+
+    kind: Literal["local", "dask"] = Field("local", description="local: this host; dask: a Dask cluster")
+    scheduler_address: str | None = Field(None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    storage_url: str | None = Field(
+        None, description="Outputs, logs, artifacts of jobs on Dask: a shared path or fsspec URL (s3://...)"
+    )
+    leader_lease: float = Field(15.0, ge=1, le=600, description="Seconds a scheduling leader's lease lasts")
+
+
 class Config(_Section):
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     kernels: KernelConfig = Field(default_factory=KernelConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
 
 
 def load_config(path: Path) -> Config:

@@ -33,6 +33,7 @@ from nbjobs.resources.capacity import HostCapacity
 from nbjobs.scheduler import Counts, Decision, Limits, Policy, RunningJob
 from nbjobs.spec import JobSpec, JobState
 from nbjobs.store import Store
+from nbjobs.store.leader import LeaderLease
 from nbjobs.store.repository import utcnow
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,26 @@ def server_identity() -> str:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, store: Store, allocator: Allocator, backend: Backend) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        allocator: Allocator,
+        backend: Backend,
+        *,
+        identity: str | None = None,
+        leader: LeaderLease | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.allocator = allocator
         self.backend = backend
-        self.identity = server_identity()
+        self.identity = identity or server_identity()
+        self.leader = leader  # servers sharing a store: only the lease holder starts jobs (None: always)
         self.allocations: dict[int, Allocation] = {}
         self.running: dict[int, RunningJob] = {}
         self.mirror = QueueMirror(settings.config.scheduler)
         self.policy = Policy(Limits.from_config(settings.config.scheduler))
-        self.capacity = host_counts(allocator.capacity)
         self.last_decision: Decision | None = None
         self.gate = QueueGate(store)  # holds jobs back by dependencies and sweep limits, before the policy
         self._wake = asyncio.Event()
@@ -76,8 +86,13 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def is_leader(self) -> bool:
+        """Whether this server schedules now (starts queued jobs, recovers lost ones, fires schedules)."""
+        return self.leader is None or self.leader.held
+
     async def start(self) -> None:
-        self.recover()
+        if self.is_leader():
+            self.recover()
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self) -> None:
@@ -92,7 +107,9 @@ class Dispatcher:
         renew_every = LEASE_SECONDS / 3
         last_renew = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        # Not `while True`: Python 3.11's wait_for can swallow the cancel from stop() when the
+        # wake event is set at the same moment, and the loop would then run on forever.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
             self._wake.clear()
@@ -100,7 +117,8 @@ class Dispatcher:
                 await self.pass_once()
                 if loop.time() - last_renew >= renew_every:
                     self.store.renew_leases(self.identity, utcnow() + timedelta(seconds=LEASE_SECONDS))
-                    self.recover(only_expired=True)
+                    if self.is_leader():
+                        self.recover(only_expired=True)
                     last_renew = loop.time()
             except Exception:  # one bad pass must not stop the queue
                 log.exception("dispatcher pass failed")
@@ -108,11 +126,16 @@ class Dispatcher:
     async def pass_once(self) -> None:
         if self._stopping:
             return
+        for job_id, reason in self.store.take_cancel_requests(self.identity).items():  # made via another server
+            await self.backend.cancel(job_id, reason)
+        if not self.is_leader():
+            return
         if self.gate.pass_once().ended:  # skipped jobs: wake whoever waits on them
             await self.notify()
         now = utcnow()
         reasons = self.mirror.sync(self.store, now)
-        decision = self.policy.decide(now.timestamp(), self.mirror.queue, self.running.values(), self.capacity)
+        capacity = host_counts(self.allocator.capacity)  # a cluster's changes as workers come and go
+        decision = self.policy.decide(now.timestamp(), self.mirror.queue, self.running.values(), capacity)
         self.last_decision = decision
         for job in decision.start:
             entry = self.mirror.entries[job.id]
@@ -131,6 +154,7 @@ class Dispatcher:
                 lease_expires=now + timedelta(seconds=LEASE_SECONDS),
                 queue_reason=None,
                 not_before=None,
+                cancel_requested=None,
             )
             self.mirror.forget(job.id)
             if not claimed:  # cancelled or taken by another server meanwhile
@@ -185,7 +209,10 @@ class Dispatcher:
             reason = f"its runner ({job.lease_owner or 'unknown'}) is gone"
             self._kill_orphan_kernel(job.id, job.attempt)
             spec = JobSpec.model_validate(job.spec)
-            result = AttemptResult(RunOutcome(JobState.LOST, reason))
+            outcome = RunOutcome(JobState.LOST, reason)
+            if job.cancel_requested:  # a user cancelled it while nobody ran it: not retried
+                outcome = RunOutcome(JobState.CANCELLED, f"{job.cancel_requested} ({reason})")
+            result = AttemptResult(outcome)
             conclude_attempt(self.store, spec, job.id, max(job.attempt, 1), result, None)
             recovered.append(job.id)
         if recovered:
@@ -201,6 +228,11 @@ class Dispatcher:
             proc = psutil.Process(pid)
             if proc.environ().get("NBJOBS_JOB_ID") == str(job_id):  # guards against a reused pid
                 os.killpg(pid, signal.SIGKILL)
+
+
+def owner_is_dead_here(owner: str | None) -> bool:
+    """Whether `owner` (a server identity) is a process of this host that no longer runs."""
+    return _owner_is_dead_here(owner)
 
 
 def _owner_is_dead_here(owner: str | None) -> bool:

@@ -82,11 +82,14 @@ def conclude_attempt(
     store.finish_attempt(job_id, number, results=result.results, artifacts=result.artifacts, usage=result.usage)
     retry = spec.retry
     if number < retry.attempts and outcome.state in retry.on:
-        store.transition(job_id, outcome.state, outcome.reason, expect=ACTIVE)
+        # Compare-and-set both steps: a job another writer ended meanwhile (a cancel, a second
+        # server recovering it) is left as that writer left it, never queued again behind its back.
+        if not store.transition(job_id, outcome.state, outcome.reason, expect=ACTIVE):
+            return Conclusion(store.get(job_id).state)
         delay = retry.delay_before(number + 1)
         retry_at = utcnow() + timedelta(seconds=delay)
         reason = f"retry {number + 1}/{retry.attempts} in {delay:g} s after {outcome.state.value}: {outcome.reason}"
-        store.transition(job_id, JobState.QUEUED, reason, not_before=retry_at)
+        store.transition(job_id, JobState.QUEUED, reason, expect=(outcome.state,), not_before=retry_at)
         if paths is not None:
             keep_attempt_output(store, job_id, number, paths)
         return Conclusion(JobState.QUEUED, retry_at)

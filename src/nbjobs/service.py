@@ -83,8 +83,8 @@ class JobService:
         if self.store.transition(job_id, JobState.CANCELLED, reason, expect=(JobState.QUEUED,)):
             await self.dispatcher.notify()
             return self.store.get(job_id)
-        self.store.request_cancel(job_id, reason)
-        await self.dispatcher.backend.cancel(job_id, reason)
+        if not await self.dispatcher.backend.cancel(job_id, reason):
+            self.store.request_cancel(job_id, reason)  # it runs on another server: that server's dispatcher acts
         return self.store.get(job_id)
 
     def retry(self, job_id: int) -> JobRecord:
@@ -147,6 +147,7 @@ class JobService:
             for r in reversed(self.store.list(states=[JobState.QUEUED], limit=10_000))
         ]
         return {
+            "leader": self.dispatcher.is_leader(),
             "running": running,
             "waiting": waiting,
             "capacity": self.allocator.capacity.to_dict() | {"text": self.allocator.capacity.describe()},

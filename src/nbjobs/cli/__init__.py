@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from nbjobs.cli import jobs, people, pipelines, report, reproduce, schedules, server, sweeps  # noqa: F401  (each registers its commands)
+from nbjobs.cli import jobs, people, pipelines, report, reproduce, schedules, server, sweeps, worker  # noqa: F401  (each registers its commands)
 from nbjobs.cli.main import main
 
 __all__ = ["entry", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -176,9 +175,12 @@ def logs(job_id: int, attempt: int | None, follow: bool) -> None:
         if chosen is None:
             numbers = ", ".join(str(a.number) for a in record.attempts) or "none"
             raise InvalidInput(f"Job {job_id} has no attempt {attempt}; its attempts: {numbers}.")
-    if chosen is None or not chosen.log or not Path(chosen.log).exists():
+    from nbjobs.storage import read_text
+
+    text = read_text(chosen.log) if chosen is not None and chosen.log else None  # a path, or a storage URL
+    if text is None:
         raise InvalidInput(f"Job {job_id} has no log yet (state: {record.state.value}).")
-    click.echo(Path(chosen.log).read_text(encoding="utf-8"), nl=False)
+    click.echo(text, nl=False)
 
 
 class _store:

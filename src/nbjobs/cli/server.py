@@ -18,12 +18,20 @@ from nbjobs.spec import EXIT_CODES, JobState
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-def server(host: str, port: int) -> None:
-    """Run the scheduler, the local executor and the HTTP API until stopped (Ctrl-C)."""
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "dask"]),
+    help="Where jobs run: this host, or a Dask cluster (default: [backend] kind of config.toml, else local).",
+)
+@click.option("--scheduler-address", help="Dask scheduler for --backend dask, e.g. tcp://10.0.0.5:8786.")
+def server(host: str, port: int, backend: str | None, scheduler_address: str | None) -> None:
+    """Run the scheduler, a backend (local or dask) and the HTTP API until stopped (Ctrl-C)."""
     from nbjobs.config import Settings
     from nbjobs.server.main import serve
 
-    asyncio.run(serve(Settings.from_env(), host, port))
+    if scheduler_address and backend is None:
+        backend = "dask"  # an address only makes sense for the dask backend
+    asyncio.run(serve(Settings.from_env(), host, port, backend_kind=backend, scheduler_address=scheduler_address))
 
 
 def _print_record(record: dict[str, Any], as_json: bool) -> None:

@@ -8,7 +8,6 @@ wrong token, 404 unknown id, 409 a request the job's state does not allow,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -23,6 +22,7 @@ from nbjobs.server.access import CurrentUser as User
 from nbjobs.server.access import visible_job
 from nbjobs.service import JobService
 from nbjobs.spec import JobSpec, JobState
+from nbjobs.storage import read_text
 from nbjobs.store import JobRecord
 
 if TYPE_CHECKING:
@@ -120,9 +120,10 @@ def create_app(service: JobService, token: str, people: People | None = None) ->
     def job_log(job_id: JobId, who: User, attempt: Annotated[int | None, Query(ge=1, le=1000)] = None) -> str:
         record = visible_job(service.store, job_id, who)
         chosen = [a for a in record.attempts if attempt is None or a.number == attempt]
-        if not chosen or not chosen[-1].log or not Path(chosen[-1].log).exists():
+        text = read_text(chosen[-1].log) if chosen and chosen[-1].log else None  # a path, or a storage URL
+        if text is None:
             raise NotFound(f"Job {job_id} has no log {'for that attempt ' if attempt else ''}yet.")
-        return Path(chosen[-1].log).read_text(encoding="utf-8")
+        return text
 
     @app.post("/api/run", response_model=JobRecord)
     async def run_and_wait(body: RunRequest, who: User) -> Any:

@@ -1,8 +1,9 @@
-"""`nbjobs server`: the store, dispatcher, local backend and HTTP API in one process."""
+"""`nbjobs server`: the store, dispatcher, a backend (local or dask) and HTTP API in one process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -13,19 +14,19 @@ from pathlib import Path
 from typing import IO
 
 import uvicorn
+from sqlalchemy import make_url
 
-from nbjobs.backends.local import LocalBackend
+from nbjobs.backends.factory import open_backend
 from nbjobs.config import Settings
-from nbjobs.dispatch import Dispatcher
+from nbjobs.dispatch import Dispatcher, owner_is_dead_here, server_identity
 from nbjobs.errors import InvalidInput
 from nbjobs.pipelines.schedules import ScheduleLoop, ScheduleService
-from nbjobs.resources.allocator import Allocator
-from nbjobs.resources.capacity import detect_capacity
 from nbjobs.server.app import create_app
 from nbjobs.server.auth import local_token, token_path
 from nbjobs.server.people import People
 from nbjobs.service import JobService
 from nbjobs.store import Store
+from nbjobs.store.leader import LeaderLease
 
 log = logging.getLogger("nbjobs.server")
 SERVER_FILE = "server.json"  # where a running server says its URL, for the CLI
@@ -65,19 +66,37 @@ async def serve(
     *,
     announce: bool = True,
     on_ready: Callable[[str, JobService, People], Awaitable[None]] | None = None,
+    backend_kind: str | None = None,
+    scheduler_address: str | None = None,
 ) -> None:
     """Run until stopped; `on_ready(url, service, people)` runs once the server listens (e.g. `nbjobs demo`)."""
     lock = lock_home(settings.home)
     store = Store(settings.db_url)
-    allocator = Allocator(detect_capacity(settings.config))
     dispatcher: Dispatcher
 
     async def on_finished(*args):  # type: ignore[no-untyped-def]
         await dispatcher.on_finished(*args)
 
     people = People.create(store, settings.home)  # users, event stream, secrets, webhooks, metrics
-    backend = LocalBackend(settings, store, on_finished, job_events=people.hub.job_sink, secrets=people.vault.for_job)
-    dispatcher = Dispatcher(settings, store, allocator, backend)
+    try:
+        backend, allocator = await open_backend(
+            settings,
+            store,
+            on_finished,
+            kind=backend_kind,
+            scheduler_address=scheduler_address,
+            job_events=people.hub.job_sink,
+            secrets=people.vault.for_job,
+        )
+    except BaseException:  # e.g. no scheduler answers: leave the home unlocked for the next try
+        store.close()
+        lock.close()
+        raise
+    identity = server_identity()
+    leader = LeaderLease(store, identity, ttl=settings.config.backend.leader_lease, holder_is_gone=owner_is_dead_here)
+    await asyncio.to_thread(leader.try_acquire)  # a lone server leads from its first pass
+    dispatcher = Dispatcher(settings, store, allocator, backend, identity=identity, leader=leader)
+    leading = asyncio.create_task(leader.keep(lambda held: dispatcher.wake()), name="leader-lease")
     service = JobService(settings, store, allocator, dispatcher)
     token = local_token(settings.home)
     app = create_app(service, token, people)
@@ -101,8 +120,11 @@ async def serve(
             announced.write_text(json.dumps({"url": url, "pid": os.getpid()}), encoding="utf-8")
             os.replace(announced, settings.home / SERVER_FILE)
             if announce:
-                print(f"nbjobs server at {url}  (store: {settings.db_url})", flush=True)
-                print(f"capacity: {allocator.capacity.describe()}", flush=True)
+                store_url = make_url(settings.db_url).render_as_string(hide_password=True)
+                print(f"nbjobs server at {url}  (store: {store_url})", flush=True)
+                print(f"capacity: {allocator.capacity.describe()}  (backend: {backend.name})", flush=True)
+                leading_now = "yes" if dispatcher.is_leader() else f"no, {leader.current_holder()} is"
+                print(f"leader: {leading_now}", flush=True)
                 print(f"token: {token_path(settings.home)}", flush=True)
                 print(f"dashboard: {url}/ui", flush=True)
                 if not is_loopback(host):
@@ -114,7 +136,10 @@ async def serve(
         closing.cancel()
         (settings.home / SERVER_FILE).unlink(missing_ok=True)
         await schedules.stop()
+        leading.cancel()
         await dispatcher.stop()
+        with contextlib.suppress(Exception):
+            leader.release()
         await people.stop()
         store.close()
         lock.close()

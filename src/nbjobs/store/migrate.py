@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0005_people"
+HEAD = "0006_scale"
+MIGRATION_LOCK = 0x6E626A6F  # "nbjo": the advisory lock id migrations take on PostgreSQL
 
 
 def alembic_config() -> Any:
@@ -39,5 +40,8 @@ def upgrade_to_head(engine: Engine) -> None:
 
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Servers starting together on one database: one migrates, the others wait, then find it done.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

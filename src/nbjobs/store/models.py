@@ -72,6 +72,9 @@ class Job(Base):
         Index("ix_jobs_run_state", "run_id", "state"),
         Index("ix_jobs_sweep_state", "sweep_id", "state"),
         Index("ix_jobs_hold", "hold"),
+        # Keyset pagination of the jobs list, filtered by owner or state (see nbjobs.server.dashboard).
+        Index("ix_jobs_owner_id", "owner", "id"),
+        Index("ix_jobs_state_id", "state", "id"),
     )
 
 
@@ -81,7 +84,7 @@ class JobTag(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(100), primary_key=True)
 
-    __table_args__ = (Index("ix_job_tags_tag", "tag"),)
+    __table_args__ = (Index("ix_job_tags_tag", "tag"), Index("ix_job_tags_tag_job_id", "tag", "job_id"))
 
 
 class StateEvent(Base):
@@ -196,3 +199,13 @@ class Schedule(Base):
 
 
 from nbjobs.store import people_models as people_models  # noqa: E402  (registers the 0004_people tables)
+
+
+class Leader(Base):
+    """Who schedules among the servers sharing this store: one row per role, held until it lapses."""
+
+    __tablename__ = "leader"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires: Mapped[datetime]

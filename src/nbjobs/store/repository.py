@@ -219,12 +219,13 @@ class Store:
     ) -> None:
         """Store what an attempt produced (its end state is set by `transition`)."""
         with self.engine.begin() as s:
+            # The job row first, then the attempt's, as `transition` does: one lock order, no deadlock.
+            s.execute(update(m.Job).where(m.Job.id == job_id).values(results=results))
             s.execute(
                 update(m.Attempt)
                 .where(m.Attempt.job_id == job_id, m.Attempt.number == attempt)
                 .values(artifacts=artifacts, usage=usage or {})
             )
-            s.execute(update(m.Job).where(m.Job.id == job_id).values(results=results))
 
     def set_attempt_output(self, job_id: int, attempt: int, output: str) -> None:
         with self.engine.begin() as s:
@@ -253,6 +254,20 @@ class Store:
     def request_cancel(self, job_id: int, reason: str) -> None:
         with self.engine.begin() as s:
             s.execute(update(m.Job).where(m.Job.id == job_id).values(cancel_requested=reason))
+
+    def take_cancel_requests(self, owner: str) -> dict[int, str]:
+        """Cancel requests for the jobs `owner` runs (made through another server), cleared as taken."""
+        with self.session() as s, s.begin():
+            rows = dict(
+                s.execute(
+                    select(m.Job.id, m.Job.cancel_requested).where(
+                        m.Job.lease_owner == owner, m.Job.cancel_requested.is_not(None)
+                    )
+                ).all()
+            )
+            if rows:
+                s.execute(update(m.Job).where(m.Job.id.in_(list(rows))).values(cancel_requested=None))
+        return rows
 
     def renew_leases(self, owner: str, until: datetime) -> None:
         with self.engine.begin() as s:
