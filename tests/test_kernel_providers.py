@@ -17,8 +17,10 @@ import psutil
 import pytest
 
 from nbjobs.attempt import Attempt, AttemptPaths, AttemptResult
+from nbjobs.config import KernelConfig
 from nbjobs.kernels import KernelInfo, KernelProvider, KernelRequest, PlainProvider, resolve_kernel
 from nbjobs.kernels.pool import PoolProvider
+from nbjobs.kernels.registry import make_provider as make_provider_for
 from nbjobs.kernels.zygote import ZygoteProvider
 from nbjobs.notebook.runner import RunOutcome
 from nbjobs.prepare import PreparedJob, load_spec, prepare
@@ -342,3 +344,54 @@ def test_zygote_pins_every_kernel_thread_to_the_allocated_cpus(ready, tmp_path):
             await provider.close()
 
     assert asyncio.run(main()) == f"['{cpu}'] True\n"
+
+
+@pytest.mark.parametrize("ready", [0, 1])
+def test_zygote_memory_rlimit_when_enforcement_asks_for_it(ready, tmp_path):
+    limit = 2 << 30
+    code = "try:\n    block = bytearray(3 << 30)\nexcept MemoryError:\n    print('MemoryError')"
+
+    async def main() -> str:
+        provider = ZygoteProvider(resolve_kernel("python3"), ready=ready, rlimit_memory=True)
+        try:
+            await provider.warm()
+            request = KernelRequest("python3", tmp_path, tmp_path / "kernel.log", allocation=Allocation(memory=limit))
+            kernel = await provider.start(request)
+            try:
+                return await printed_by(kernel.client, code)
+            finally:
+                await kernel.kill()
+        finally:
+            await provider.close()
+
+    assert asyncio.run(main()) == "MemoryError\n"
+
+
+# --- choosing a provider ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "single_job", "kind", "ready"),
+    [
+        ("auto", False, ZygoteProvider, 2),
+        ("auto", True, PlainProvider, None),  # a foreground run: nothing outlives the job
+        ("zygote", True, ZygoteProvider, 0),
+        ("pool", False, PoolProvider, 2),
+        ("pool", True, PlainProvider, None),
+        ("plain", False, PlainProvider, None),
+    ],
+)
+def test_make_provider_follows_the_config(provider, single_job, kind, ready):
+    config = KernelConfig(provider=provider, ready=2, preload=["decimal"])
+    chosen = make_provider_for(config, resolve_kernel("python3"), single_job=single_job)
+    assert type(chosen) is kind
+    if ready is not None:
+        assert chosen.ready == ready
+    if kind is ZygoteProvider:
+        assert chosen.preload == ["decimal"]
+
+
+def test_make_provider_gives_plain_kernels_to_other_languages():
+    r_kernel = KernelInfo(name="ir", language="r", argv=("R", "--slave", "-e", "IRkernel::main()", "{connection_file}"))
+    assert type(make_provider_for(KernelConfig(provider="zygote"), r_kernel)) is PlainProvider
+    assert type(make_provider_for(KernelConfig(), r_kernel)) is PlainProvider

@@ -54,6 +54,10 @@ ZYGOTE_START_TIMEOUT = 60.0
 RETRY_SECONDS = 60.0
 KILL_WAIT_SECONDS = 5.0
 IPYKERNEL_MODULES = ("ipykernel_launcher", "ipykernel")
+# A job never reads past sessions' IPython history; writing its own to the shared
+# history.sqlite costs every kernel a synchronous commit, and concurrent kernels queue on
+# that file's lock. In memory, `In`, `Out` and `%history` work as usual.
+JOB_KERNEL_ARGUMENTS = ("--HistoryManager.hist_file=:memory:",)
 ASSIGN_CALL = "__import__('_nbjobs_zygote').assign({!r})"  # no name lands in the user's namespace
 
 
@@ -91,6 +95,15 @@ def _differing(
 ) -> list[str]:
     keys = {k for k in (*a, *b) if k.startswith(prefixes) and k not in exempt}
     return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL to the kernel's process group, or to the kernel alone if it has not made one yet."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class ForkedKernelClient(AsyncKernelClient):
@@ -133,8 +146,7 @@ class ForkedKernel(KernelHandle):
     async def kill(self) -> None:
         self.client.stop_channels()
         if not self.process.ended.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
+            kill_group(self.pid)
             # Reaped by the zygote: once it reports the exit, no process of this kernel remains.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.ended.wait(), KILL_WAIT_SECONDS)
@@ -262,10 +274,8 @@ class ZygoteProvider(KernelProvider):
         if hello.failed:
             log.warning("zygote could not preload %s", "; ".join(f"{k}: {v}" for k, v in hello.failed.items()))
         if hello.threads > 1:
-            log.warning(
-                "preloaded modules started %d threads in the zygote; forked kernels get none of them",
-                hello.threads - 1,
-            )
+            # e.g. OpenBLAS (numpy) starts its pool at import and restarts it in a forked child
+            log.info("preloaded modules started %d thread(s) in the zygote; forked kernels get none", hello.threads - 1)
         return zygote
 
     # --- kernels ---------------------------------------------------------------------------
@@ -280,7 +290,8 @@ class ZygoteProvider(KernelProvider):
         }
 
     def _argv(self, connection_file: Path) -> list[str]:
-        return [a.replace("{connection_file}", str(connection_file)) for a in self.arguments]
+        arguments = [a.replace("{connection_file}", str(connection_file)) for a in self.arguments]
+        return [*JOB_KERNEL_ARGUMENTS, *arguments]  # the kernelspec's own come last and win
 
     async def _fork(
         self, zygote: ZygoteProcess, setup: dict[str, Any] | None, kernel_log: Path | None, timeout: float

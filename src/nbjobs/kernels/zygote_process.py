@@ -120,7 +120,7 @@ class ZygoteProcess:
             message = await reply
         except (ConnectionError, RuntimeError) as exc:
             raise ZygoteGone(f"zygote is gone: {exc}") from None
-        finally:
+        finally:  # if cancelled, the reply still comes: _dispatch kills the unclaimed kernel
             self._replies.pop(request_id, None)
         if "error" in message:
             raise RuntimeError(message["error"])
@@ -147,6 +147,9 @@ class ZygoteProcess:
         future = self._replies.get(message.get("id", -1))
         if future is not None and not future.done():
             future.set_result(message)
+        elif "pid" in message:  # its requester was cancelled: nobody will ever kill this kernel
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(message["pid"], signal.SIGKILL)
 
     def _gone(self) -> None:
         """The zygote ended: its kernels die with it (parent-death signal); make sure, and say so."""

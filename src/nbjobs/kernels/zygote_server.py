@@ -28,6 +28,7 @@ del sys.path[0]
 
 import atexit  # noqa: E402 - the sys.path fix above must come first
 import contextlib  # noqa: E402
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -202,6 +203,16 @@ def preload(modules: list[str]) -> tuple[list[str], dict[str, str]]:
     return loaded, failed
 
 
+def warm_up() -> None:
+    """Fill per-process caches that every kernel would otherwise fill again after its fork."""
+    try:  # IPython's input transformation compiles the tokenizer's regexes on first use
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        TransformerManager().transform_cell("x = 1 + 1\n")
+    except Exception:  # only an optimisation
+        pass
+
+
 def thread_count() -> int:
     """Native threads too (a preloaded library may start its own); 0 where /proc is missing."""
     try:
@@ -298,6 +309,10 @@ def main(modules: list[str]) -> None:
     os.chdir("/")  # hold no job's folder; a spare kernel starts here, a job's kernel in its cwd
     sys.modules[MODULE_NAME] = sys.modules[__name__]
     loaded, failed = preload(modules)
+    warm_up()
+    # Everything so far lives as long as the zygote: keep it out of the children's garbage
+    # collections, which would otherwise walk (and so copy, page by page) the shared objects.
+    gc.freeze()
     zygote = Zygote(requests, replies)
     hello = {"event": "hello", "pid": os.getpid(), "preloaded": loaded, "failed": failed}
     zygote.send({**hello, "threads": thread_count()})
