@@ -347,15 +347,15 @@ def test_zygote_pins_every_kernel_thread_to_the_allocated_cpus(ready, tmp_path):
 
 
 @pytest.mark.parametrize("ready", [0, 1])
-def test_zygote_memory_rlimit_when_enforcement_asks_for_it(ready, tmp_path):
+def test_zygote_applies_the_address_space_backstop(ready, tmp_path):
     limit = 2 << 30
     code = "try:\n    block = bytearray(3 << 30)\nexcept MemoryError:\n    print('MemoryError')"
 
     async def main() -> str:
-        provider = ZygoteProvider(resolve_kernel("python3"), ready=ready, rlimit_memory=True)
+        provider = ZygoteProvider(resolve_kernel("python3"), ready=ready)
         try:
             await provider.warm()
-            request = KernelRequest("python3", tmp_path, tmp_path / "kernel.log", allocation=Allocation(memory=limit))
+            request = KernelRequest("python3", tmp_path, tmp_path / "kernel.log", address_space=limit)
             kernel = await provider.start(request)
             try:
                 return await printed_by(kernel.client, code)

@@ -7,8 +7,9 @@ kernel is ready in well under 0.1 s instead of paying its imports again.
 Spare kernels. `ready` kernels are forked and started ahead of demand. A job's cwd, env and
 CPUs cannot be known before the job comes, so a spare starts in the zygote's own
 environment, and at hand-out, before any cell runs, one silent request in the kernel applies
-the job's environment, sys.path (for PYTHONPATH), cwd, CPU affinity (every thread: the
-running kernel already has several) and limits. This is exact for everything a job can
+the job's environment, sys.path (for PYTHONPATH), cwd, cgroup, CPU affinity (every thread:
+the running kernel already has several) and RLIMIT_AS backstop. (Memory a spare used before
+its job is charged to the zygote's cgroup, not the job's: about 20 MiB.) This is exact for everything a job can
 observe, except what ipykernel/IPython read while the kernel started: IPYTHON*/JUPYTER*
 variables. A job whose env differs from the zygote's there gets a kernel forked on demand
 with its setup applied before the kernel starts. Variables read when the interpreter
@@ -165,7 +166,6 @@ class ZygoteProvider(KernelProvider):
         preload: list[str] | tuple[str, ...] = (),
         ready: int = 1,
         fallback: KernelProvider | None = None,
-        rlimit_memory: bool = False,
     ) -> None:
         arguments = kernel_arguments(kernel.argv)
         if arguments is None:
@@ -175,7 +175,6 @@ class ZygoteProvider(KernelProvider):
         self.preload = list(preload)
         self.ready = ready
         self.fallback = fallback or PlainProvider()
-        self.rlimit_memory = rlimit_memory  # Allocation.memory as RLIMIT_AS, if enforcement wants it
         self.spares: list[ForkedKernel] = []
         self.zygote: ZygoteProcess | None = None
         self.zygote_env: dict[str, str] = {}
@@ -286,7 +285,8 @@ class ZygoteProvider(KernelProvider):
             "cwd": str(request.cwd.resolve()),
             "env": env,
             "cpus": list(allocation.cpus) if allocation else [],
-            "memory_rlimit": allocation.memory if allocation and self.rlimit_memory else None,
+            "cgroup": request.cgroup,
+            "address_space": request.address_space,
         }
 
     def _argv(self, connection_file: Path) -> list[str]:

@@ -9,7 +9,8 @@ from a clean, single-threaded copy and builds its kernel (sockets, threads) itse
 
 Protocol: JSON lines; requests on stdin, replies and events on stdout.
   -> {"op": "fork", "id": 7, "argv": [...], "connection_file": PATH, "kernel_log": PATH,
-      "setup": {"cwd": ..., "env": {...}, "cpus": [...], "memory_rlimit": BYTES | null} | null}
+      "setup": {"cwd": ..., "env": {...}, "cpus": [...], "cgroup": DIR | null,
+                "address_space": BYTES | null} | null}
   <- {"id": 7, "pid": 4242}                       or {"id": 7, "error": "..."}
   <- {"event": "exit", "pid": 4242, "status": 3}  a child ended; status < 0: killed by signal -status
   <- {"event": "hello", "pid": ..., "preloaded": [...], "failed": {...}, "threads": N}  once, first
@@ -93,24 +94,40 @@ def pin_cpus(cpus: list[int], *, all_threads: bool) -> None:
             os.sched_setaffinity(int(tid), cpus)
 
 
-def limit_memory(nbytes: int) -> None:
-    """An address-space rlimit, for a resource layer that enforces memory this way (else unused)."""
+def join_cgroup(path: str) -> None:
+    """Best effort, as nbjobs.resources.enforce does: the parent checks membership afterwards.
+
+    Writing "0" moves the whole calling process, every thread of a running kernel included.
+    """
+    with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs"), "w") as procs:
+        procs.write("0")
+
+
+def limit_address_space(nbytes: int) -> None:
+    """The RLIMIT_AS backstop nbjobs.resources.enforce computed; never raises the hard limit."""
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or nbytes < hard:
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, hard))
 
 
 def apply_setup(setup: dict, *, started: bool) -> None:
-    """The job's environment, sys.path, cwd, CPUs and limits; `started`: in a running kernel."""
+    """The job's environment, sys.path, cwd, cgroup, CPUs and limits; `started`: in a running kernel.
+
+    The same steps as nbjobs.resources.enforce.apply_in_child, which this process cannot import.
+    """
     env = dict(setup["env"])
     env["JPY_PARENT_PID"] = str(os.getppid())  # as a plain kernel sees it: its parent's pid
     set_environment(env)
     switch_pythonpath(env.get("PYTHONPATH", ""))
     os.chdir(setup["cwd"])
+    if setup.get("cgroup"):
+        join_cgroup(setup["cgroup"])
     if setup.get("cpus"):
         pin_cpus(setup["cpus"], all_threads=started)
-    if setup.get("memory_rlimit"):
-        limit_memory(setup["memory_rlimit"])
+    if setup.get("address_space") is not None:
+        limit_address_space(setup["address_space"])
 
 
 def assign(setup_json: str) -> None:
