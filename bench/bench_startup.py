@@ -22,22 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import psutil
-from nbformat.v4 import new_code_cell, new_notebook
 
 from nbjobs.attempt import Attempt, AttemptPaths
 from nbjobs.events import CellStarted
@@ -46,21 +41,11 @@ from nbjobs.kernels.pool import PoolProvider
 from nbjobs.kernels.zygote import ZygoteProvider
 from nbjobs.prepare import PreparedJob, load_spec, prepare
 
+from common import machine, median, percentile, table, trivial_notebook
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
-TRIVIAL = ["x = 1 + 1"]
-NUMPY_PANDAS = ["import numpy as np\nimport pandas as pd", "pd.DataFrame({'a': np.arange(10)}).sum()"]
-
-
-def write_notebook(path: Path, cells: list[str]) -> Path:
-    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-    return path
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
+TRIVIAL = ("x = 1 + 1",)
+NUMPY_PANDAS = ("import numpy as np\nimport pandas as pd", "pd.DataFrame({'a': np.arange(10)}).sum()")
 
 
 def ms(seconds: float) -> str:
@@ -230,7 +215,7 @@ async def end_to_end(make: Callable[[], KernelProvider], prepared: PreparedJob, 
         for _ in range(runs):
             totals.append((await runner.run(prepared))[1])
             await provider.warm()
-        return statistics.median(totals)
+        return median(totals)
     finally:
         await provider.close()
 
@@ -249,24 +234,17 @@ def foreground(notebook: Path, provider: str, runs: int, work: Path) -> float:
         started = time.perf_counter()
         subprocess.run(command, env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median(times)
 
 
 # --- the report ------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        models = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    cpu = models[0] if models else cpu
+def describe_machine() -> str:
     import ipykernel
 
     load = os.getloadavg()[0]
-    return (
-        f"{date.today()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"ipykernel {ipykernel.__version__}, load average {load:.1f} at start (shared machine)"
-    )
+    return f"{machine()} · ipykernel {ipykernel.__version__} · load average {load:.1f} at start"
 
 
 def main() -> None:
@@ -284,9 +262,8 @@ def main() -> None:
         RESULTS.write_text(text.rstrip("\n") + "\n\n" + report + "\n")
 
 
-def table(title: str, head: str, rows: list[str]) -> list[str]:
-    columns = head.count("|") - 1
-    return ["", f"### {title}", "", head, "| --- |" + " ---: |" * (columns - 1), *rows]
+def section(title: str, rows: list[list[object]]) -> list[str]:
+    return ["", f"### {title}", "", table(rows)]
 
 
 def latency_section(args: argparse.Namespace, notebook: Path, prepared: PreparedJob, work: Path) -> list[str]:
@@ -300,40 +277,40 @@ def latency_section(args: argparse.Namespace, notebook: Path, prepared: Prepared
     results = [("papermill", papermill_latency(notebook, args.jobs, work))]
     for n, (label, make) in enumerate(providers.items()):
         results.append((label, asyncio.run(nbjobs_latency(make, prepared, args.jobs, work / f"latency-{n}"))))
-    base = statistics.median(results[0][1])
-    rows = [
-        f"| {label} | {ms(statistics.median(s))} | {ms(percentile(s, 0.99))} | {base / statistics.median(s):,.1f}x |"
-        for label, s in results
-    ]
-    return table(f"Submit to first cell start ({args.jobs} jobs each)", "| | p50 | p99 | papermill p50 / p50 |", rows)
+    base = median(results[0][1])
+    rows: list[list[object]] = [["", "p50", "p99", "papermill p50 / p50"]]
+    rows += [[label, ms(median(s)), ms(percentile(s, 99)), f"{base / median(s):,.1f}x"] for label, s in results]
+    return section(f"Submit to first cell start ({args.jobs} jobs each)", rows)
 
 
 def throughput_section(args: argparse.Namespace, notebook: Path, prepared: PreparedJob, work: Path) -> list[str]:
     count = args.throughput
     nbjobs_time = asyncio.run(nbjobs_throughput(prepared, count, 2, work / "throughput"))
     papermill_time = papermill_throughput(notebook, count, 2, work / "pm-throughput")
-    rows = [
-        f"| papermill, 2 processes | {ms(papermill_time)} | {count / papermill_time:.1f} |",
-        f"| nbjobs zygote, 2 attempts in one process | {ms(nbjobs_time)} | {count / nbjobs_time:.1f} |",
+    rows: list[list[object]] = [
+        ["", "wall time", "notebooks/s"],
+        ["papermill, 2 processes", ms(papermill_time), f"{count / papermill_time:.1f}"],
+        ["nbjobs zygote, 2 attempts in one process", ms(nbjobs_time), f"{count / nbjobs_time:.1f}"],
     ]
-    lines = table(f"Throughput: {count} trivial notebooks, 2 at a time", "| | wall time | notebooks/s |", rows)
-    return [*lines, "", f"nbjobs zygote: **{papermill_time / nbjobs_time:.1f}x** papermill's throughput."]
+    ratio = f"nbjobs zygote: **{papermill_time / nbjobs_time:.1f}x** papermill's throughput."
+    return [*section(f"Throughput: {count} trivial notebooks, 2 at a time", rows), "", ratio]
 
 
 def memory_section(work: Path) -> list[str]:
     mem = {k: v / (1 << 20) for k, v in asyncio.run(memory(4, work)).items()}
-    rows = [
-        f'| forked from a zygote with preload = ["numpy"] | {mem["forked"]:.1f} MiB |',
-        f"| the zygote itself (shared by all its kernels) | {mem['zygote']:.1f} MiB |",
-        f"| plain kernel after `import numpy` | {mem['plain_numpy']:.1f} MiB |",
-        f"| plain kernel, bare | {mem['plain_bare']:.1f} MiB |",
+    rows: list[list[object]] = [
+        ["", "PSS"],
+        ['forked from a zygote with preload = ["numpy"]', f"{mem['forked']:.1f} MiB"],
+        ["the zygote itself (shared by all its kernels)", f"{mem['zygote']:.1f} MiB"],
+        ["plain kernel after `import numpy`", f"{mem['plain_numpy']:.1f} MiB"],
+        ["plain kernel, bare", f"{mem['plain_bare']:.1f} MiB"],
     ]
-    return table("Memory: PSS per idle, ready kernel (mean of 4)", "| | PSS |", rows)
+    return section("Memory: PSS per idle, ready kernel (mean of 4)", rows)
 
 
 def numpy_pandas_section(work: Path, runs: int = 10) -> list[str]:
     kernel = resolve_kernel("python3")
-    prepared = prepare(*load_spec(str(write_notebook(work / "numpy_pandas.ipynb", NUMPY_PANDAS))))
+    prepared = prepare(*load_spec(str(trivial_notebook(work / "numpy_pandas.ipynb", NUMPY_PANDAS))))
     variants: dict[str, Callable[[], KernelProvider]] = {
         "nbjobs plain": PlainProvider,
         "nbjobs zygote, no preload (ready kernel)": lambda: ZygoteProvider(kernel, ready=1),
@@ -341,21 +318,21 @@ def numpy_pandas_section(work: Path, runs: int = 10) -> list[str]:
             kernel, preload=["numpy", "pandas"], ready=1
         ),
     }
-    rows = []
+    rows: list[list[object]] = [["", "p50"]]
     for n, (label, make) in enumerate(variants.items()):
-        rows.append(f"| {label} | {ms(asyncio.run(end_to_end(make, prepared, runs, work / f'heavy-{n}')))} |")
-    return table(f"A notebook importing numpy and pandas, end to end (p50 of {runs})", "| | p50 |", rows)
+        rows.append([label, ms(asyncio.run(end_to_end(make, prepared, runs, work / f"heavy-{n}")))])
+    return section(f"A notebook importing numpy and pandas, end to end (p50 of {runs})", rows)
 
 
 def foreground_section(notebook: Path, work: Path, runs: int = 5) -> list[str]:
-    rows = [f"| {provider} | {ms(foreground(notebook, provider, runs, work))} |" for provider in ("plain", "zygote")]
-    title = f"Foreground `nbjobs run`: one trivial notebook, the whole CLI process (p50 of {runs})"
-    return table(title, "| config `[kernels] provider` | p50 |", rows)
+    rows: list[list[object]] = [["config `[kernels] provider`", "p50"]]
+    rows += [[provider, ms(foreground(notebook, provider, runs, work))] for provider in ("plain", "zygote")]
+    return section(f"Foreground `nbjobs run`: one trivial notebook, the whole CLI process (p50 of {runs})", rows)
 
 
 def run_all(args: argparse.Namespace, work: Path) -> str:
-    header = machine()
-    notebook = write_notebook(work / "trivial.ipynb", TRIVIAL)
+    header = describe_machine()
+    notebook = trivial_notebook(work / "trivial.ipynb", TRIVIAL)
     prepared = prepare(*load_spec(str(notebook)))
     command = f"python bench/bench_startup.py --jobs {args.jobs} --throughput {args.throughput}"
     lines = ["## Kernel start-up", "", f"{header}. `{command}`"]
