@@ -20,6 +20,7 @@ from nbjobs.attempt import Attempt, AttemptPaths, AttemptResult
 from nbjobs.config import KernelConfig
 from nbjobs.kernels import KernelInfo, KernelProvider, KernelRequest, PlainProvider, resolve_kernel
 from nbjobs.kernels.pool import PoolProvider
+from nbjobs.kernels.registry import ConfiguredProviders
 from nbjobs.kernels.registry import make_provider as make_provider_for
 from nbjobs.kernels.zygote import ZygoteProvider
 from nbjobs.notebook.runner import RunOutcome
@@ -395,3 +396,23 @@ def test_make_provider_gives_plain_kernels_to_other_languages():
     r_kernel = KernelInfo(name="ir", language="r", argv=("R", "--slave", "-e", "IRkernel::main()", "{connection_file}"))
     assert type(make_provider_for(KernelConfig(provider="zygote"), r_kernel)) is PlainProvider
     assert type(make_provider_for(KernelConfig(), r_kernel)) is PlainProvider
+
+
+def test_configured_providers_keep_one_provider_per_kernelspec(tmp_path):
+    async def main() -> tuple[str, ...]:
+        providers = ConfiguredProviders(KernelConfig(ready=1))
+        try:
+            outputs = []
+            for _ in range(2):
+                kernel = await providers.start(KernelRequest("python3", tmp_path, tmp_path / "kernel.log"))
+                try:
+                    outputs.append(await printed_by(kernel.client, "print('ok')"))
+                finally:
+                    await kernel.kill()
+            assert list(providers.providers) == ["python3"]
+            assert isinstance(providers.providers["python3"], ZygoteProvider)
+            return tuple(outputs)
+        finally:
+            await providers.close()
+
+    assert asyncio.run(main()) == ("ok\n", "ok\n")

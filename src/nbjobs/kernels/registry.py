@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from nbjobs.config import KernelConfig
-from nbjobs.kernels.base import KernelProvider
+from nbjobs.kernels.base import KernelHandle, KernelProvider, KernelRequest
 from nbjobs.kernels.plain import PlainProvider
 from nbjobs.kernels.pool import PoolProvider
-from nbjobs.kernels.specs import KernelInfo
+from nbjobs.kernels.specs import KernelInfo, resolve_kernel
 from nbjobs.kernels.zygote import ZygoteProvider, is_ipykernel
 
 log = logging.getLogger(__name__)
@@ -35,3 +35,31 @@ def make_provider(config: KernelConfig, kernel: KernelInfo, *, single_job: bool 
     if choice == "pool" and ready:
         return PoolProvider(ready)
     return PlainProvider()
+
+
+class ConfiguredProviders(KernelProvider):
+    """One provider per kernelspec, made by `make_provider` on first use: what a long-lived
+    process (the server) holds, so each Python kernelspec gets its own zygote."""
+
+    name = "configured"
+
+    def __init__(self, config: KernelConfig) -> None:
+        self.config = config
+        self.providers: dict[str, KernelProvider] = {}
+
+    def provider_for(self, kernel_name: str) -> KernelProvider:
+        if kernel_name not in self.providers:
+            self.providers[kernel_name] = make_provider(self.config, resolve_kernel(kernel_name))
+        return self.providers[kernel_name]
+
+    async def start(self, request: KernelRequest, *, timeout: float = 60.0) -> KernelHandle:
+        return await self.provider_for(request.kernel_name).start(request, timeout=timeout)
+
+    async def warm(self) -> None:
+        for provider in list(self.providers.values()):
+            await provider.warm()
+
+    async def close(self) -> None:
+        providers, self.providers = list(self.providers.values()), {}
+        for provider in providers:
+            await provider.close()
