@@ -134,7 +134,10 @@ def test_demo_starts_the_server_with_example_jobs_and_prints_how_to_log_in(home)
         token = lines[-1].split(":", 1)[1].strip()
         api = Api(url.removesuffix("/ui"), token)
         assert api.get("/ui").status_code == 200
-        assert sorted(j["name"] for j in api.get("/api/jobs").json()) == ["demo-1", "demo-2", "demo-3"]
+        names = sorted(j["name"] for j in api.get("/api/jobs").json())
+        pipeline = ["daily-report/extract", "daily-report/report", "daily-report/train"]
+        assert names == [*pipeline, "demo-1", "demo-2", "demo-3"]  # the example pipeline's tasks too
+        assert any(line.startswith("Started pipeline run") for line in lines)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -17,7 +17,8 @@ from typing import Any
 from nbjobs.attempt import Attempt
 from nbjobs.config import Settings
 from nbjobs.events import EventSink, fan_out
-from nbjobs.kernels import KernelProvider, PlainProvider
+from nbjobs.kernels import KernelProvider
+from nbjobs.kernels.registry import make_provider
 from nbjobs.lifecycle import StoreRecorder, begin_attempt, code_cell_indexes, conclude_attempt, state_recorder
 from nbjobs.prepare import PreparedJob, load_spec, prepare
 from nbjobs.rerun import rerun_spec
@@ -121,15 +122,32 @@ def run_prepared(
         if allocation is None:  # before the job row: an impossible request leaves nothing behind
             allocation = allocate_here(prepared, settings)
         job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname(), vcs=prepared.git)
-        asyncio.run(
-            _run_attempts(prepared, job_id, settings, store, provider or PlainProvider(), list(sinks), allocation)
-        )
+        asyncio.run(_run_job(prepared, job_id, settings, store, provider, list(sinks), allocation))
         return store.get(job_id)
     finally:
         if prepared.snapshot is not None:
             prepared.snapshot.release()  # the job is over: its snapshot goes when nobody else holds it
         if own_store and store is not None:
             store.close()
+
+
+async def _run_job(
+    prepared: PreparedJob,
+    job_id: int,
+    settings: Settings,
+    store: Store,
+    provider: KernelProvider | None,
+    sinks: list[EventSink],
+    allocation: Allocation,
+) -> None:
+    """The attempts, with the configured provider unless one is given (then the caller closes it)."""
+    own = provider is None
+    provider = provider or make_provider(settings.config.kernels, prepared.kernel, single_job=True)
+    try:
+        await _run_attempts(prepared, job_id, settings, store, provider, sinks, allocation)
+    finally:
+        if own:
+            await asyncio.shield(provider.close())
 
 
 async def _run_attempts(

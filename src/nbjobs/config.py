@@ -48,7 +48,9 @@ class SchedulerConfig(_Section):
 
 class KernelConfig(_Section):
     provider: Literal["auto", "plain", "pool", "zygote"] = Field(
-        "auto", description="auto: zygote for Python ipykernel specs, plain for the rest"
+        "auto",
+        description="auto: zygote for Python ipykernel specs in a long-lived process (the server), "
+        "plain for other kernels and for a foreground `nbjobs run`",
     )
     preload: list[str] = Field(default_factory=list, description="Modules the zygote imports ahead of jobs")
     ready: int = Field(1, ge=0, le=32, description="Kernels kept started ahead of demand (pool, zygote)")

@@ -12,7 +12,8 @@ from nbjobs.backends.base import Backend, FinishedCallback, Launch
 from nbjobs.config import Settings
 from nbjobs.errors import InvalidInput
 from nbjobs.events import EventSink, fan_out
-from nbjobs.kernels import KernelProvider, PlainProvider
+from nbjobs.kernels import KernelProvider
+from nbjobs.kernels.registry import ConfiguredProviders
 from nbjobs.lifecycle import StoreRecorder, begin_attempt, state_recorder
 from nbjobs.notebook.runner import RunOutcome
 from nbjobs.prepare import prepare
@@ -40,7 +41,8 @@ class LocalBackend(Backend):
         self.settings = settings
         self.store = store
         self.on_finished = on_finished
-        self.provider = provider or PlainProvider()
+        # Long-lived: each Python kernelspec gets a zygote and kernels ready ahead (see nbjobs.kernels).
+        self.provider = provider or ConfiguredProviders(settings.config.kernels)
         self.events = events
         self.job_events = job_events  # a sink per launch, for consumers that need the job id (event stream)
         self.secrets = secrets  # the secret values a job's spec names (InvalidInput when one is gone)

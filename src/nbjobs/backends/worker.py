@@ -41,7 +41,7 @@ from nbjobs.attempt import Attempt, AttemptPaths
 from nbjobs.backends import wire
 from nbjobs.backends.worker_resources import worker_capacity
 from nbjobs.errors import InvalidInput
-from nbjobs.kernels import KernelInfo, KernelProvider, PlainProvider
+from nbjobs.kernels import KernelInfo, KernelProvider
 from nbjobs.lifecycle import code_cell_indexes
 from nbjobs.prepare import PreparedJob, prepare, render_output_path
 from nbjobs.resources.allocation import Allocation
@@ -58,15 +58,19 @@ _DROPPED_TASK_STATES = ("cancelled", "released", "forgotten")  # what a running 
 ProviderFactory = Callable[[KernelInfo], KernelProvider]
 
 
-def _plain(kernel: KernelInfo) -> KernelProvider:
-    return PlainProvider()
+def _configured(kernel: KernelInfo) -> KernelProvider:
+    """The worker host's `[kernels]` config: by default a zygote for Python kernels (long-lived here)."""
+    from nbjobs.config import Settings
+    from nbjobs.kernels.registry import make_provider
+
+    return make_provider(Settings.from_env().config.kernels, kernel)
 
 
-_provider_factory: ProviderFactory = _plain
+_provider_factory: ProviderFactory = _configured
 
 
 def set_provider_factory(factory: ProviderFactory) -> None:
-    """Which kernel provider serves each kernelspec on this worker (default: plain kernels).
+    """Which kernel provider serves each kernelspec on this worker (default: the host's config).
 
     Called in the worker process, e.g. from a Dask preload module, before jobs arrive.
     """

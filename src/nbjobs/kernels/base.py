@@ -12,6 +12,10 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from nbjobs.resources.allocation import Allocation
 
+# Variables that name the attempt (set by nbjobs.attempt). A kernel started ahead of its job
+# cannot know them, so a provider may set them in the kernel after start, before any cell.
+ATTEMPT_VARIABLES = frozenset({"NBJOBS_JOB_ID", "NBJOBS_ATTEMPT", "NBJOBS_ARTIFACTS"})
+
 
 def runtime_dir() -> Path:
     """A short private folder for connection files: IPC socket paths must stay under ~100 bytes."""
@@ -31,6 +35,15 @@ class KernelRequest:
     allocation: Allocation | None = None  # enforced on the kernel process tree when given
     cgroup: str | None = None  # a cgroup v2 directory the kernel process must join (memory limit)
     address_space: int | None = None  # RLIMIT_AS backstop for the kernel process, bytes
+
+    def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The kernel's full environment: `base` (default: ours), the job's env, then the allocation's."""
+        env = dict(os.environ if base is None else base)
+        env.update(self.env)
+        # Last, so a job's own env cannot widen what it was given (e.g. CUDA_VISIBLE_DEVICES).
+        if self.allocation is not None:
+            env.update(self.allocation.kernel_env())
+        return env
 
 
 class KernelHandle(ABC):
@@ -68,5 +81,11 @@ class KernelProvider(ABC):
     async def start(self, request: KernelRequest, *, timeout: float = 60.0) -> KernelHandle:
         """A new kernel for one job, ready to execute (kernel_info answered)."""
 
+    async def warm(self) -> None:  # noqa: B027 - optional hook, nothing kept ahead by default
+        """Start what is kept ahead of demand and return once it is ready."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
-        """Release anything kept ahead of demand."""
+        """Release anything kept ahead of demand.
+
+        A provider belongs to the event loop it first started a kernel in: close it there.
+        """
