@@ -23,8 +23,7 @@ from nbjobs.lifecycle import StoreRecorder, begin_attempt, code_cell_indexes, co
 from nbjobs.prepare import PreparedJob, load_spec, prepare
 from nbjobs.rerun import rerun_spec
 from nbjobs.resources.allocation import Allocation
-from nbjobs.resources.allocator import Allocator
-from nbjobs.resources.capacity import detect_capacity
+from nbjobs.resources.foreground import allocate_here
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
 from nbjobs.store.repository import utcnow
@@ -42,6 +41,7 @@ __all__ = [
     "rerun",
     "run",
     "run_prepared",
+    "run_prepared_async",
 ]
 
 
@@ -82,23 +82,6 @@ def gc_snapshots(*, settings: Settings | None = None) -> list[str]:
     return snapshot_store((settings or Settings.from_env()).home).gc()
 
 
-def allocate_here(prepared: PreparedJob, settings: Settings | None = None) -> Allocation:
-    """Concrete resources of this host for a foreground run; InvalidInput if they can never fit.
-
-    A foreground run does not queue: it only needs to know that the request is
-    possible here, and which CPU ids and GPUs to give it. It cannot see other
-    foreground runs, so its CPUs and GPUs are spread rather than packed (two
-    runs at once seldom share one); the server's scheduler books across jobs.
-    """
-    settings = settings or Settings.from_env()
-    resources = prepared.spec.resources
-    allocator = Allocator(detect_capacity(settings.config, gpus=resources.gpus > 0), spread=True)
-    allocator.check_fits(resources)
-    allocation = allocator.try_allocate(resources)
-    assert allocation is not None, "a request that fits an empty host is always allocated"
-    return allocation
-
-
 def run_prepared(
     prepared: PreparedJob,
     *,
@@ -112,6 +95,23 @@ def run_prepared(
 
     The prepared job's snapshot lease (if any) is released when the job ends.
     """
+    return asyncio.run(
+        run_prepared_async(
+            prepared, settings=settings, provider=provider, sinks=sinks, store=store, allocation=allocation
+        )
+    )
+
+
+async def run_prepared_async(
+    prepared: PreparedJob,
+    *,
+    settings: Settings | None = None,
+    provider: KernelProvider | None = None,
+    sinks: Iterable[EventSink] = (),
+    store: Store | None = None,
+    allocation: Allocation | None = None,
+) -> JobRecord:
+    """`run_prepared` in a running event loop (where a kernel may already be starting for it)."""
     settings = settings or Settings.from_env()
     own_store = store is None
     try:
@@ -122,7 +122,7 @@ def run_prepared(
         if allocation is None:  # before the job row: an impossible request leaves nothing behind
             allocation = allocate_here(prepared, settings)
         job_id = store.create_job(prepared.spec, owner=getpass.getuser(), host=socket.gethostname(), vcs=prepared.git)
-        asyncio.run(_run_job(prepared, job_id, settings, store, provider, list(sinks), allocation))
+        await _run_job(prepared, job_id, settings, store, provider, list(sinks), allocation)
         return store.get(job_id)
     finally:
         if prepared.snapshot is not None:

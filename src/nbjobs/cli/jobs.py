@@ -42,12 +42,12 @@ def run(
     milliseconds) and this terminal follows it; --local runs it in this process.
     With --git-ref or --repo, NOTEBOOK runs as it is at that commit, from a snapshot.
     """
-    from nbjobs import api
+    from nbjobs.prepare import load_spec, prepare
 
-    spec, nb = api.load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
-    prepared = api.prepare(spec, nb, output)
+    spec, nb = load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
+    prepared = prepare(spec, nb, output)
     options = {"log_output": log_output, "no_progress": no_progress, "as_json": as_json}
-    if not local:
+    if not local and server_may_run():
         from nbjobs.cli.remote_run import run_on_server, running_server
 
         client = running_server()
@@ -56,18 +56,50 @@ def run(
                 prepared.snapshot.release()  # the server takes its own
             with client:
                 run_on_server(client, prepared, **options)
-        elif local is False:
-            raise InvalidInput("--server: no nbjobs server answers; start one with `nbjobs server`, or drop --server.")
+    if local is False:
+        raise InvalidInput("--server: no nbjobs server answers; start one with `nbjobs server`, or drop --server.")
     run_in_foreground(prepared, **options)
+
+
+def server_may_run() -> bool:
+    """Cheap: is there an address to try? (No connection is made here.)"""
+    import os
+
+    from nbjobs.config import Settings
+
+    return bool(os.environ.get("NBJOBS_URL")) or (Settings.from_env().home / "server.json").exists()
 
 
 def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_json: bool) -> None:
     """Run a prepared job here with progress and live output; exit with its end state's code."""
-    from nbjobs import api
-    from nbjobs.terminal import LogStreamer, ProgressBar, print_job
+    import asyncio
 
-    allocation = api.allocate_here(prepared)  # an impossible request stops here, before any progress bar
-    sinks = []
+    from nbjobs.resources.foreground import allocate_here
+
+    allocation = allocate_here(prepared)  # an impossible request stops here, before any progress bar
+    record = asyncio.run(
+        _foreground(prepared, allocation, log_output=log_output, no_progress=no_progress, as_json=as_json)
+    )
+    from nbjobs.terminal import print_job
+
+    if as_json:
+        click.echo(record.model_dump_json(indent=2))
+    else:
+        print_job(record, brief=True)
+    sys.exit(EXIT_CODES[record.state])
+
+
+async def _foreground(prepared: Any, allocation: Any, *, log_output: bool, no_progress: bool, as_json: bool) -> Any:
+    """The kernel starts first; the store and the runner load while it boots (it is another process)."""
+    import asyncio
+
+    provider = early_kernel(prepared, allocation)
+    if provider is not None:
+        await asyncio.sleep(0.05)  # let the kernel's launch happen before the imports below hold the loop
+    from nbjobs import api
+    from nbjobs.terminal import LogStreamer, ProgressBar
+
+    sinks: list[Any] = []
     progress = None
     if not no_progress and not as_json:
         progress = ProgressBar(total=len(api.code_cell_indexes(prepared)), title=prepared.spec.display_name)
@@ -75,15 +107,35 @@ def run_in_foreground(prepared: Any, *, log_output: bool, no_progress: bool, as_
     if log_output:
         sinks.append(LogStreamer())
     try:
-        record = api.run_prepared(prepared, sinks=sinks, allocation=allocation)
+        return await api.run_prepared_async(prepared, sinks=sinks, allocation=allocation, provider=provider)
     finally:
         if progress is not None:
             progress.close()
-    if as_json:
-        click.echo(record.model_dump_json(indent=2))
-    else:
-        print_job(record, brief=True)
-    sys.exit(EXIT_CODES[record.state])
+        if provider is not None:
+            await asyncio.shield(provider.close())
+
+
+def early_kernel(prepared: Any, allocation: Any) -> Any:
+    """A pool holding one plain kernel already starting for this job, or None where that cannot serve.
+
+    Only Python kernels (the attempt's own variables are set at hand-out) and no memory
+    limit (the kernel must start inside the attempt's enforcement); the config may name
+    another provider, which then serves as usual.
+    """
+    from nbjobs.config import Settings
+
+    kernels = Settings.from_env().config.kernels
+    if kernels.provider not in ("auto", "plain", "pool") or allocation.memory is not None:
+        return None
+    if prepared.kernel.language != "python":
+        return None
+    from nbjobs.kernels.base import KernelRequest, runtime_dir
+    from nbjobs.kernels.pool import PoolProvider
+
+    pool = PoolProvider(ready=1, refill=False)
+    env = dict(prepared.spec.env)
+    pool.prefill(KernelRequest(prepared.kernel.name, prepared.cwd, runtime_dir() / "unused.log", env, allocation))
+    return pool
 
 
 @main.command()

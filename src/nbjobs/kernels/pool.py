@@ -87,14 +87,18 @@ class PooledKernel(KernelHandle):
 class PoolProvider(KernelProvider):
     name = "pool"
 
-    def __init__(self, ready: int = 1, *, max_keys: int = 4, inner: KernelProvider | None = None) -> None:
+    def __init__(
+        self, ready: int = 1, *, max_keys: int = 4, inner: KernelProvider | None = None, refill: bool = True
+    ) -> None:
         self.ready = ready
+        self.refill = refill  # False: serve what `prefill` started, keep nothing ahead afterwards
         self.max_keys = max_keys
         self.inner = inner or PlainProvider()
         self.waiting: OrderedDict[PoolKey, list[PooledKernel]] = OrderedDict()  # oldest key first
         self._fills: dict[PoolKey, asyncio.Task[None]] = {}
         self._kills: set[asyncio.Task[None]] = set()  # referenced until done, or asyncio may drop them
         self._closed = False
+        self._arrived = asyncio.Event()  # a kernel joined `waiting`
 
     async def warm(self) -> None:
         """Wait for the kernels being started for the keys seen so far."""
@@ -107,13 +111,32 @@ class PoolProvider(KernelProvider):
         key = PoolKey.of(request, late)
         poolable = not (set(request.env) & ATTEMPT_VARIABLES - late)
         try:
-            while kernel := self._take(key):
-                with contextlib.suppress(Exception):
-                    return await self._hand_out(kernel, request, late, timeout)
-            return await self.inner.start(request, timeout=timeout)
+            while True:
+                while kernel := self._take(key):
+                    with contextlib.suppress(Exception):
+                        return await self._hand_out(kernel, request, late, timeout)
+                # A kernel being started for this key is closer to ready than a new one would be.
+                fill = self._fills.get(key)
+                if fill is None or fill.done() or not await self._kernel_arrives(fill, timeout):
+                    return await self.inner.start(request, timeout=timeout)
         finally:
-            if poolable:
+            if poolable and self.refill:
                 self._fill(key, request, late)
+
+    async def _kernel_arrives(self, fill: asyncio.Task[None], timeout: float) -> bool:
+        """Wait for `fill` to add a kernel (or end); False if neither happens within `timeout`."""
+        self._arrived.clear()
+        arrived = asyncio.ensure_future(self._arrived.wait())
+        try:
+            done, _ = await asyncio.wait([fill, arrived], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrived.cancel()
+        return bool(done)
+
+    def prefill(self, request: KernelRequest) -> None:
+        """Start kernels for requests like this one now, ahead of the request itself."""
+        late = ATTEMPT_VARIABLES if _is_python(request.kernel_name) else frozenset()
+        self._fill(PoolKey.of(request, late), request, late)
 
     async def close(self) -> None:
         self._closed = True
@@ -182,3 +205,4 @@ class PoolProvider(KernelProvider):
                 await kernel.kill()
                 return
             self.waiting[key].append(kernel)
+            self._arrived.set()
