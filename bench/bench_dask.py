@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ from nbjobs.dispatch import Dispatcher
 from nbjobs.service import JobService
 from nbjobs.spec import JobState
 from nbjobs.store import JobRecord, Store
+
+from common import machine
 
 TARGET_MS = 100.0  # the dask backend may add at most this much per job
 
@@ -132,16 +133,6 @@ def start_workers(address: str, slots: int, folder: Path) -> list[subprocess.Pop
                 raise RuntimeError("worker did not start: " + log.read_text())
             time.sleep(0.1)
     return workers
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"nproc {os.cpu_count()}, {model}, Python {platform.python_version()}"
 
 
 def report(local: Timing, dask: Timing, slots: int) -> None:

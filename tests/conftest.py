@@ -72,6 +72,19 @@ def cli(home: Path) -> Callable[..., Result]:
     return invoke
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """The predicate's first truthy value, polled; AssertionError after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
 def job_json(result: Result) -> dict[str, Any]:
     return json.loads(result.stdout)
 

@@ -10,17 +10,9 @@ from typing import Any
 
 import httpx
 
+from conftest import wait_for  # noqa: F401  (re-exported for the people tests)
+
 ARTIFACTS = Path(__file__).with_name("artifacts")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 class Api:

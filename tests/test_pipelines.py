@@ -9,9 +9,8 @@ import pytest
 
 from nbjobs.scheduler import dag
 from nbjobs.spec import JobState, RunIf
-from test_server import wait_for
 
-from conftest import job_json
+from conftest import job_json, wait_for
 
 # ---------------------------------------------------------------- pure rules
 

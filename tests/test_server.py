@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import httpx
 import nbformat
 import psutil
 
-from conftest import job_json
+from conftest import job_json, wait_for
 
 ONE_CPU = "[resources]\nreserve_cpus = {reserve}\nsample_interval = 0.2\n"
 
 
 def one_cpu_config() -> str:
     return ONE_CPU.format(reserve=len(os.sched_getaffinity(0)) - 1)
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def cell_is_running(record: dict, index: int) -> bool:  # type: ignore[type-arg]

@@ -11,9 +11,8 @@ import pytest
 
 from nbjobs.errors import InvalidInput
 from nbjobs.pipelines.sweeps import expand
-from test_server import wait_for
 
-from conftest import job_json
+from conftest import job_json, wait_for
 
 TRIVIAL = [("lr = 0.1\nbatch = 8", ["parameters"]), "import nbjobs\nnbjobs.record('score', round(lr * batch, 4))"]
 
