@@ -251,7 +251,7 @@ def print_parameters(notebook: str, declared: list[Any] | None) -> None:
 def print_queue(view: dict[str, Any]) -> None:
     free = view.get("free", {})
     out.print(
-        f"capacity: {view['capacity']['text']}; free: {len(free.get('cpus', []))} CPUs, "
+        f"capacity: {view['capacity']['text']}; free: {free.get('cpu_count', len(free.get('cpus', [])))} CPUs, "
         f"{format_size(free.get('memory', 0))}, {len(free.get('gpus', []))} GPUs"
     )
     table = _table("id", "name", "owner", "state", "reason")
