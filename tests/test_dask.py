@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nbformat
 import psutil
 import pytest
@@ -277,3 +278,13 @@ def test_worker_and_server_refuse_bad_options(cli, cluster):  # type: ignore[no-
     for args, expected in cases.items():
         result = cli(*args)
         assert result.exit_code == 2 and expected in result.stderr, (args, result.stderr)
+
+
+def test_a_job_naming_secrets_is_refused_on_the_dask_backend(cli, notebook, start_server):  # type: ignore[no-untyped-def]
+    server = start_server()
+    auth = {"Authorization": f"Bearer {(server.home / 'token').read_text().strip()}"}
+    assert httpx.put(server.url + "/api/secrets/API_KEY", json={"value": "s3cr3t"}, headers=auth).status_code < 300
+    spec = {"notebook": str(notebook(["x = 1"])), "secrets": ["API_KEY"]}
+    answer = httpx.post(server.url + "/api/jobs", json=spec, headers=auth)
+    assert answer.status_code == 400 and "dask backend cannot hand secrets" in answer.json()["detail"]
+    assert json.loads(cli("ls", "--json").stdout) == []

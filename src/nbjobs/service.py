@@ -51,6 +51,11 @@ class JobService:
             known = ", ".join(sorted(pools)) or "none are configured"
             raise InvalidInput(f"Unknown pool {spec.pool!r} (`pool`); pools on this server: {known}.")
         self.allocator.check_fits(spec.resources)
+        if spec.secrets and self.dispatcher.backend.name != "local":
+            raise InvalidInput(
+                f"`secrets`: the {self.dispatcher.backend.name} backend cannot hand secrets to a remote kernel yet; "
+                "run this job on a server with the local backend, or pass the values another way."
+            )
         prepared = prepare(spec, settings=self.settings)
         try:
             spec = prepared.spec

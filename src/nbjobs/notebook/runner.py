@@ -130,7 +130,10 @@ class NotebookRunner:
             # Our own `metadata.nbjobs` holds each cell's times: nbclient's would only add volatile keys.
             record_timing=False,
             timeout_func=self._cell_timeout,
-            iopub_timeout=4,
+            # After a cell's reply, how long its last outputs may take to arrive: a burst of
+            # thousands of lines on a busy machine needs more than a few seconds, and the
+            # wait ends as soon as the kernel says it is idle, so a long bound costs nothing.
+            iopub_timeout=30,
         )
         self._client.kc = kernel.client
 
