@@ -29,3 +29,11 @@ class NbjobsGroup(click.Group):
 @click.version_option(package_name="nbjobs")
 def main() -> None:
     """Run Jupyter notebooks as recorded jobs."""
+
+
+def server_request(method: str, path: str, **kwargs: Any) -> Any:
+    """One request to the server the CLI finds (see nbjobs.client); InvalidInput when none answers."""
+    from nbjobs.client import Client
+
+    with Client() as client:
+        return client.request(method, path, **kwargs)

@@ -10,15 +10,9 @@ from typing import Any
 
 import click
 
-from nbjobs.cli.main import main
+from nbjobs.cli.main import main, server_request
 from nbjobs.errors import InvalidInput
 from nbjobs.spec import WEBHOOK_EVENTS
-
-
-def _client() -> Any:
-    from nbjobs.client import Client
-
-    return Client()
 
 
 def _echo_json(value: Any) -> None:
@@ -38,8 +32,7 @@ def user() -> None:
 @click.option("--admin", is_flag=True, help="May see and act on every job, and manage users.")
 def user_add(name: str, admin: bool) -> None:
     """Add user NAME and print their first token (shown this once)."""
-    with _client() as client:
-        made = client.request("POST", "/api/users", json={"name": name, "admin": admin})
+    made = server_request("POST", "/api/users", json={"name": name, "admin": admin})
     click.echo(f"User {made['user']}{' (admin)' if made['admin'] else ''} added; token id {made['id']}.")
     click.echo("Their token (shown once; give it to them, they set NBJOBS_TOKEN or log in to the dashboard with it):")
     click.echo(made["token"])
@@ -49,8 +42,7 @@ def user_add(name: str, admin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def user_ls(as_json: bool) -> None:
     """List users."""
-    with _client() as client:
-        users = client.request("GET", "/api/users")
+    users = server_request("GET", "/api/users")
     if as_json:
         _echo_json(users)
         return
@@ -71,8 +63,7 @@ def token() -> None:
 @click.option("--label", help="What it is for, shown by `token ls`.")
 def token_create(user_name: str | None, label: str | None) -> None:
     """Create a token and print it (shown this once; only its hash is kept)."""
-    with _client() as client:
-        made = client.request("POST", "/api/tokens", json={"user": user_name, "label": label})
+    made = server_request("POST", "/api/tokens", json={"user": user_name, "label": label})
     click.echo(f"Token {made['id']} for {made['user']} (shown once):", err=True)
     click.echo(made["token"])
 
@@ -82,8 +73,7 @@ def token_create(user_name: str | None, label: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def token_ls(everyone: bool, as_json: bool) -> None:
     """List tokens: id, user, label, last use; never the tokens themselves."""
-    with _client() as client:
-        tokens = client.request("GET", "/api/tokens", params={"everyone": everyone})
+    tokens = server_request("GET", "/api/tokens", params={"everyone": everyone})
     if as_json:
         _echo_json(tokens)
         return
@@ -96,8 +86,7 @@ def token_ls(everyone: bool, as_json: bool) -> None:
 @click.argument("token_id")
 def token_revoke(token_id: str) -> None:
     """Revoke token TOKEN_ID (from `token ls`); its dashboard sessions end too."""
-    with _client() as client:
-        client.request("DELETE", f"/api/tokens/{token_id}")
+    server_request("DELETE", f"/api/tokens/{token_id}")
     click.echo(f"Token {token_id} revoked.")
 
 
@@ -119,8 +108,7 @@ def secret_set(name: str) -> None:
         value = sys.stdin.read().removesuffix("\n")
     if not value:
         raise InvalidInput("No value given for the secret (standard input was empty).")
-    with _client() as client:
-        answer = client.request("PUT", f"/api/secrets/{name}", json={"value": value})
+    answer = server_request("PUT", f"/api/secrets/{name}", json={"value": value})
     click.echo(f"Secret {name} {'set' if answer['created'] else 'replaced'}.")
 
 
@@ -128,8 +116,7 @@ def secret_set(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def secret_ls(as_json: bool) -> None:
     """List your secrets' names (values are never shown)."""
-    with _client() as client:
-        names = client.request("GET", "/api/secrets")
+    names = server_request("GET", "/api/secrets")
     if as_json:
         _echo_json(names)
         return
@@ -141,8 +128,7 @@ def secret_ls(as_json: bool) -> None:
 @click.argument("name")
 def secret_rm(name: str) -> None:
     """Remove secret NAME."""
-    with _client() as client:
-        client.request("DELETE", f"/api/secrets/{name}")
+    server_request("DELETE", f"/api/secrets/{name}")
     click.echo(f"Secret {name} removed.")
 
 
@@ -162,16 +148,14 @@ def webhook_add(url: str, events: tuple[str, ...]) -> None:
     body: dict[str, Any] = {"url": url}
     if events:
         body["events"] = list(events)
-    with _client() as client:
-        made = client.request("POST", "/api/webhooks", json=body)
+    made = server_request("POST", "/api/webhooks", json=body)
     click.echo(f"Webhook {made['id']}: {made['url']} on {', '.join(made['events'])}.")
 
 
 @webhook.command("ls")
 @click.option("--json", "as_json", is_flag=True)
 def webhook_ls(as_json: bool) -> None:
-    with _client() as client:
-        hooks = client.request("GET", "/api/webhooks")
+    hooks = server_request("GET", "/api/webhooks")
     if as_json:
         _echo_json(hooks)
         return
@@ -182,16 +166,14 @@ def webhook_ls(as_json: bool) -> None:
 @webhook.command("rm")
 @click.argument("webhook_id", type=int)
 def webhook_rm(webhook_id: int) -> None:
-    with _client() as client:
-        client.request("DELETE", f"/api/webhooks/{webhook_id}")
+    server_request("DELETE", f"/api/webhooks/{webhook_id}")
     click.echo(f"Webhook {webhook_id} removed.")
 
 
 @webhook.command("secret")
 def webhook_secret() -> None:
     """Print the key that signs your webhooks (X-Nbjobs-Signature: sha256=HMAC-SHA256(key, body))."""
-    with _client() as client:
-        click.echo(client.request("GET", "/api/webhooks/secret")["secret"])
+    click.echo(server_request("GET", "/api/webhooks/secret")["secret"])
 
 
 @webhook.command("deliveries")
@@ -200,8 +182,7 @@ def webhook_secret() -> None:
 def webhook_deliveries(job_id: int | None, as_json: bool) -> None:
     """The delivery log: each notification, its status, tries and last answer."""
     path = f"/api/jobs/{job_id}/webhooks" if job_id else "/api/webhooks/deliveries"
-    with _client() as client:
-        rows = client.request("GET", path)
+    rows = server_request("GET", path)
     if as_json:
         _echo_json(rows)
         return

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from nbjobs.cli.main import main
+from nbjobs.cli.main import main, server_request
 
 RUN_EXIT_CODES = {"succeeded": 0, "succeeded_with_failures": 0, "failed": 1, "cancelled": 130}
 
@@ -104,11 +104,9 @@ def validate_pipeline(file: str, params: tuple[tuple[str, str], ...], as_json: b
 @click.option("--json", "as_json", is_flag=True)
 def show_run(run_id: int, as_json: bool) -> None:
     """A run's tasks by level, with states, jobs, results and reasons."""
-    from nbjobs.client import Client
     from nbjobs.terminal_groups import print_run
 
-    with Client() as client:
-        run = client.request("GET", f"/api/pipelines/runs/{run_id}")
+    run = server_request("GET", f"/api/pipelines/runs/{run_id}")
     _echo_json(run) if as_json else print_run(run)
 
 
@@ -117,11 +115,9 @@ def show_run(run_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_runs(limit: int, as_json: bool) -> None:
     """Pipeline runs, newest first."""
-    from nbjobs.client import Client
     from nbjobs.terminal_groups import print_runs
 
-    with Client() as client:
-        runs = client.request("GET", "/api/pipelines/runs", params={"limit": limit})
+    runs = server_request("GET", "/api/pipelines/runs", params={"limit": limit})
     _echo_json(runs) if as_json else print_runs(runs)
 
 
@@ -130,10 +126,8 @@ def list_runs(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def cancel_run(run_id: int, as_json: bool) -> None:
     """Cancel a run's unfinished tasks."""
-    from nbjobs.client import Client
 
-    with Client() as client:
-        run = client.request("POST", f"/api/pipelines/runs/{run_id}/cancel")
+    run = server_request("POST", f"/api/pipelines/runs/{run_id}/cancel")
     if as_json:
         _echo_json(run)
     else:
@@ -145,10 +139,8 @@ def cancel_run(run_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def repair_run(run_id: int, as_json: bool) -> None:
     """Re-run failed, cancelled and skipped tasks (and those below them) in the same run."""
-    from nbjobs.client import Client
 
-    with Client() as client:
-        run = client.request("POST", f"/api/pipelines/runs/{run_id}/repair")
+    run = server_request("POST", f"/api/pipelines/runs/{run_id}/repair")
     if as_json:
         _echo_json(run)
     else:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from nbjobs.cli.main import main
+from nbjobs.cli.main import main, server_request
 from nbjobs.cli.options import overrides_from_flags, spec_options
 
 
@@ -50,7 +50,6 @@ def add_schedule(
     **flags: Any,
 ) -> None:
     """Add schedule NAME: --notebook NB [spec flags] or --pipeline FILE [-p NAME VALUE]."""
-    from nbjobs.client import Client
     from nbjobs.errors import InvalidInput
 
     body: dict[str, Any] = {
@@ -75,8 +74,7 @@ def add_schedule(
 
         spec, _ = load_spec(notebook, spec_file=flags.pop("spec_file"), overrides=overrides_from_flags(flags))
         body["spec"] = spec.model_dump(mode="json", exclude_defaults=True)
-    with Client() as client:
-        made = client.request("POST", "/api/schedules", json=body)
+    made = server_request("POST", "/api/schedules", json=body)
     if as_json:
         click.echo(json.dumps(made, indent=2))
     else:
@@ -87,11 +85,9 @@ def add_schedule(
 @click.option("--json", "as_json", is_flag=True)
 def list_schedules(as_json: bool) -> None:
     """Schedules with their next fire times and what their last fire did."""
-    from nbjobs.client import Client
     from nbjobs.terminal_groups import print_schedules
 
-    with Client() as client:
-        rows = client.request("GET", "/api/schedules")
+    rows = server_request("GET", "/api/schedules")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -102,10 +98,8 @@ def list_schedules(as_json: bool) -> None:
 @click.argument("name")
 def pause_schedule(name: str) -> None:
     """Stop firing NAME until resumed."""
-    from nbjobs.client import Client
 
-    with Client() as client:
-        client.request("POST", f"/api/schedules/{name}/pause")
+    server_request("POST", f"/api/schedules/{name}/pause")
     click.echo(f"Schedule {name!r} paused")
 
 
@@ -113,10 +107,8 @@ def pause_schedule(name: str) -> None:
 @click.argument("name")
 def resume_schedule(name: str) -> None:
     """Fire NAME again from now on (times passed while paused are not caught up)."""
-    from nbjobs.client import Client
 
-    with Client() as client:
-        row = client.request("POST", f"/api/schedules/{name}/resume")
+    row = server_request("POST", f"/api/schedules/{name}/resume")
     click.echo(f"Schedule {name!r} resumed; next fire: {row['next_fire_at']} (UTC)")
 
 
@@ -124,8 +116,6 @@ def resume_schedule(name: str) -> None:
 @click.argument("name")
 def remove_schedule(name: str) -> None:
     """Remove NAME (the jobs and runs it made stay)."""
-    from nbjobs.client import Client
 
-    with Client() as client:
-        client.request("DELETE", f"/api/schedules/{name}")
+    server_request("DELETE", f"/api/schedules/{name}")
     click.echo(f"Schedule {name!r} removed")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from nbjobs.cli.main import main
+from nbjobs.cli.main import main, server_request
 from nbjobs.cli.options import overrides_from_flags, spec_options
 from nbjobs.spec import EXIT_CODES, JobState
 
@@ -123,11 +123,9 @@ def retry(job_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def queue(as_json: bool) -> None:
     """Running and waiting jobs with the reason each waits, and the host's capacity."""
-    from nbjobs.client import Client
     from nbjobs.terminal import print_queue
 
-    with Client() as client:
-        view = client.request("GET", "/api/queue")
+    view = server_request("GET", "/api/queue")
     if as_json:
         click.echo(json.dumps(view, indent=2))
     else:

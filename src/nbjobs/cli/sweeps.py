@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from nbjobs.cli.main import main
+from nbjobs.cli.main import main, server_request
 from nbjobs.cli.options import overrides_from_flags, spec_options
 
 
@@ -76,12 +76,10 @@ def create_sweep(notebook: str, zip_: bool, max_parallel: int | None, as_json: b
 @click.option("--json", "as_json", is_flag=True)
 def show_sweep(sweep_id: int, sort: str | None, as_csv: bool, as_json: bool) -> None:
     """Parameters, state and results of each element of a sweep."""
-    from nbjobs.client import Client
     from nbjobs.pipelines.sweep_table import sweep_csv, sweep_rows
     from nbjobs.terminal_groups import print_sweep
 
-    with Client() as client:
-        view = client.request("GET", f"/api/sweeps/{sweep_id}")
+    view = server_request("GET", f"/api/sweeps/{sweep_id}")
     columns, rows = sweep_rows(view, sort)
     if as_json:
         click.echo(json.dumps(view | {"elements": _sorted(view["elements"], rows)}, indent=2, default=str))
@@ -101,11 +99,9 @@ def _sorted(elements: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[
 @click.option("--json", "as_json", is_flag=True)
 def list_sweeps(limit: int, as_json: bool) -> None:
     """Sweeps, newest first."""
-    from nbjobs.client import Client
     from nbjobs.terminal_groups import print_sweeps
 
-    with Client() as client:
-        sweeps = client.request("GET", "/api/sweeps", params={"limit": limit})
+    sweeps = server_request("GET", "/api/sweeps", params={"limit": limit})
     if as_json:
         click.echo(json.dumps(sweeps, indent=2))
     else:
