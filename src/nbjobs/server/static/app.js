@@ -16,9 +16,22 @@ function when(iso) {
   return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
+function setStateClass(el, state) {
+  // Works on SVG elements too, whose className is not a string.
+  for (const name of [...el.classList]) if (name.startsWith("state-")) el.classList.remove(name);
+  el.classList.add("state-" + state);
+}
+
 function setBadge(el, state) {
-  el.className = el.className.replace(/\bstate-\S+/g, "").trim() + " state-" + state;
+  setStateClass(el, state);
   el.textContent = state;
+}
+
+async function postJson(url) {
+  const answer = await fetch(url, { method: "POST", headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin" });
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(body.detail || `error ${answer.status}`);
+  return body;
 }
 
 function stream(url, handlers) {
@@ -96,12 +109,9 @@ function jobPage(body) {
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
-        const answer = await fetch(`/api/jobs/${id}/${button.dataset.action}`, {
-          method: "POST",
-          headers: { "X-CSRF-Token": csrf() },
-          credentials: "same-origin",
-        });
-        if (!answer.ok) reason.textContent = (await answer.json()).detail || `error ${answer.status}`;
+        await postJson(`/api/jobs/${id}/${button.dataset.action}`);
+      } catch (error) {
+        reason.textContent = error.message;
       } finally {
         button.disabled = false;
       }

@@ -1,6 +1,6 @@
 // nbjobs dashboard, pages of job groups: a pipeline run (graph, tasks, cancel/repair, live log)
 // and a sweep (sortable results table). Both follow their group's event stream. Uses app.js's
-// helpers (csrf, stream, setBadge, FINAL); the pages are complete without this script.
+// helpers (csrf, stream, setBadge, setStateClass, postJson, FINAL); the pages are complete without this script.
 "use strict";
 
 const RUN_FINAL = new Set(["succeeded", "succeeded_with_failures", "failed", "cancelled"]);
@@ -15,12 +15,6 @@ function shown(value) {
 function seconds(value) {
   if (value === null || value === undefined) return "";
   return value < 120 ? `${value.toFixed(1)} s` : `${(value / 60).toFixed(1)} min`;
-}
-
-function setStateClass(el, state) {
-  // Works on SVG elements too, whose className is not a string.
-  for (const name of [...el.classList]) if (name.startsWith("state-")) el.classList.remove(name);
-  el.classList.add("state-" + state);
 }
 
 function fillValues(cell, mapping) {
@@ -39,13 +33,6 @@ function fillValues(cell, mapping) {
     list.append(term, detail);
   }
   cell.append(list);
-}
-
-async function postJson(url) {
-  const answer = await fetch(url, { method: "POST", headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin" });
-  const body = await answer.json().catch(() => ({}));
-  if (!answer.ok) throw new Error(body.detail || `error ${answer.status}`);
-  return body;
 }
 
 // ------------------------------------------------------------------ pipeline run
